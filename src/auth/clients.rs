@@ -1,0 +1,68 @@
+//! OAuth clients: creation (CLI and first start), listing, authentication of the token endpoint.
+
+use std::io::Write;
+use std::path::Path;
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+use super::tokens::{new_secret, sha256};
+use crate::db::{self, DbResult};
+
+#[derive(Debug, Serialize)]
+pub struct NewClient {
+    pub name: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn create(conn: &Connection, name: &str) -> DbResult<NewClient> {
+    let uid = new_secret();
+    let secret = new_secret();
+    db::clients::insert(conn, name, &uid, &hex(&sha256(&secret)))?;
+    Ok(NewClient {
+        name: name.to_string(),
+        client_id: uid,
+        client_secret: secret,
+    })
+}
+
+/// The client whose id and secret match; `None` for every kind of mismatch (Doorkeeper's
+/// `invalid_client` does not say which part was wrong).
+pub fn authenticate(
+    conn: &Connection,
+    uid: Option<&str>,
+    secret: Option<&str>,
+) -> DbResult<Option<db::clients::Client>> {
+    let (Some(uid), Some(secret)) = (uid, secret) else {
+        return Ok(None);
+    };
+    let Some(client) = db::clients::by_uid(conn, uid)? else {
+        return Ok(None);
+    };
+    let presented = hex(&sha256(secret));
+    Ok(constant_time_eq(presented.as_bytes(), client.secret_hash.as_bytes()).then_some(client))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Write credentials to a file only the owner can read.
+pub fn write_credentials(path: &Path, client: &NewClient) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    let mut text = serde_json::to_string_pretty(client).expect("plain struct serializes");
+    text.push('\n');
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}

@@ -1,0 +1,124 @@
+//! Login and tokens (behaviour.md "OTP login", "Tokens"; wire.md "Token endpoint"): OTP codes,
+//! the OAuth password and refresh grants, bearer-token authentication, OAuth clients.
+
+pub mod clients;
+pub mod limiter;
+pub mod otp;
+pub mod tokens;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::db::{self, Db, DbError};
+use crate::drivers::otp::{OtpMessage, OtpSender};
+use crate::people::numbers;
+
+pub use tokens::{Grant, TokenProblem, TokenRequest, TokenResponse};
+
+/// Why a login step failed, in the terms of the wire contract.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid number")]
+    InvalidNumber,
+    #[error("rate limited for {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    #[error("OTP delivery failed: {0}")]
+    OtpDelivery(String),
+    #[error("invalid client")]
+    InvalidClient,
+    #[error("invalid grant")]
+    InvalidGrant,
+    #[error("unsupported grant type")]
+    UnsupportedGrantType,
+    #[error("missing parameter {0}")]
+    MissingParameter(&'static str),
+    #[error("invalid scope")]
+    InvalidScope,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Everything login needs, shared by the HTTP handlers.
+pub struct Auth {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub otp_sender: Arc<dyn OtpSender>,
+    pub address_limiter: limiter::AddressLimiter,
+    pub hasher: otp::CodeHasher,
+}
+
+impl Auth {
+    pub fn new(db: Db, config: Arc<Config>, otp_sender: Arc<dyn OtpSender>) -> Auth {
+        let per_hour = config.auth.create_per_address_per_hour;
+        Auth {
+            db,
+            config,
+            otp_sender,
+            address_limiter: limiter::AddressLimiter::new(
+                per_hour,
+                std::time::Duration::from_secs(3600),
+            ),
+            hasher: otp::CodeHasher::new(),
+        }
+    }
+
+    /// `POST /create`: issue a code for the number and hand it to the OTP driver.
+    pub async fn request_code(&self, raw_number: &str, client: IpAddr) -> Result<(), AuthError> {
+        let number = numbers::normalize(raw_number).ok_or(AuthError::InvalidNumber)?;
+        if let Err(retry_after) = self.address_limiter.check(client) {
+            return Err(AuthError::RateLimited { retry_after });
+        }
+        let limits = otp::SendLimits::from(&self.config.auth);
+        // Cheap check first, so a flood does not cost argon2 work.
+        {
+            let number = number.clone();
+            let now = db::now_ms();
+            self.db
+                .read(move |c| limits.check(c, &number, now))
+                .await?
+                .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
+        }
+        let code = otp::generate_code();
+        let hash = self.hasher.hash(code.clone()).await?;
+        let ttl_ms = self.config.auth.otp_ttl_seconds as i64 * 1000;
+        let expires_at = {
+            let number = number.clone();
+            self.db
+                .write(move |c| {
+                    let now = db::now_ms();
+                    if let Err(retry_after) = limits.check(c, &number, now)? {
+                        return Ok(Err(retry_after));
+                    }
+                    db::otp::insert(c, &number, &hash, now, now + ttl_ms)?;
+                    Ok(Ok(now + ttl_ms))
+                })
+                .await?
+                .map_err(|retry_after| AuthError::RateLimited { retry_after })?
+        };
+        let message = OtpMessage {
+            text: crate::drivers::otp::render(&self.config.otp.message, &code),
+            number,
+            code,
+            expires_at: expires_at / 1000,
+        };
+        self.otp_sender.send(&message).await.map_err(|e| {
+            log::warn!("OTP delivery to {} failed: {e}", message.number);
+            AuthError::OtpDelivery(e.to_string())
+        })
+    }
+
+    /// `POST /oauth/token`.
+    pub async fn token(
+        &self,
+        request: TokenRequest,
+        client_ip: IpAddr,
+    ) -> Result<TokenResponse, AuthError> {
+        tokens::grant(self, request, client_ip).await
+    }
+
+    /// Resolve a bearer token to its user (Doorkeeper's `doorkeeper_authorize!`).
+    pub async fn authenticate(&self, token: &str) -> Result<db::users::UserId, TokenProblem> {
+        tokens::authenticate(&self.db, token).await
+    }
+}

@@ -1,0 +1,273 @@
+//! The OAuth token endpoint's grants and bearer authentication, Doorkeeper-exact.
+
+use std::net::IpAddr;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{clients, AuthError};
+use crate::auth::Auth;
+use crate::db::{self, users::UserId, Db, DbResult};
+use crate::people::numbers;
+
+/// The parameters of `POST /oauth/token`, from wherever they came (query, body, Basic auth).
+#[derive(Debug, Default, Clone)]
+pub struct TokenRequest {
+    pub grant_type: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub number: Option<String>,
+    pub code: Option<String>,
+    pub refresh_token: Option<String>,
+    pub scope: Option<String>,
+}
+
+pub enum Grant {
+    Password { number: String, code: String },
+    Refresh { refresh_token: String },
+}
+
+/// Doorkeeper's success body; `uuid` only on the password grant.
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub refresh_token: String,
+    pub created_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+}
+
+/// Why a bearer token was refused (the three `error_description`s of Doorkeeper).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenProblem {
+    Invalid,
+    Expired,
+    Revoked,
+    /// The database could not be asked; not the client's fault.
+    Unavailable,
+}
+
+/// 32 random bytes, base64url without padding: 43 characters, like Doorkeeper's tokens.
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn sha256(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn blank(v: &Option<String>) -> bool {
+    v.as_deref().is_none_or(|s| s.trim().is_empty())
+}
+
+pub(super) async fn grant(
+    auth: &Auth,
+    req: TokenRequest,
+    client_ip: IpAddr,
+) -> Result<TokenResponse, AuthError> {
+    if blank(&req.grant_type) {
+        return Err(AuthError::MissingParameter("grant_type"));
+    }
+    let grant_type = req.grant_type.clone().unwrap_or_default();
+    if grant_type != "password" && grant_type != "refresh_token" {
+        return Err(AuthError::UnsupportedGrantType);
+    }
+    let client = {
+        let (uid, secret) = (req.client_id.clone(), req.client_secret.clone());
+        auth.db
+            .read(move |c| clients::authenticate(c, uid.as_deref(), secret.as_deref()))
+            .await?
+            .ok_or(AuthError::InvalidClient)?
+    };
+    if !blank(&req.scope) {
+        return Err(AuthError::InvalidScope);
+    }
+    let ttl = auth.config.auth.access_token_ttl_seconds as i64;
+    match grant_type.as_str() {
+        "password" => {
+            if blank(&req.number) {
+                return Err(AuthError::MissingParameter("number"));
+            }
+            if blank(&req.code) {
+                return Err(AuthError::MissingParameter("code"));
+            }
+            let raw = req.number.unwrap_or_default();
+            let code = req.code.unwrap_or_default().trim().to_string();
+            let Some(number) = numbers::normalize(&raw) else {
+                return Err(AuthError::InvalidGrant);
+            };
+            let result = password_grant(auth, client.id, number.clone(), code, ttl).await;
+            if matches!(result, Err(AuthError::InvalidGrant)) {
+                // fail2ban-friendly: one line with the number and the address.
+                log::warn!("failed OTP verification for number {number} from {client_ip}");
+            }
+            result
+        }
+        _ => {
+            if blank(&req.refresh_token) {
+                return Err(AuthError::MissingParameter("refresh_token"));
+            }
+            refresh_grant(
+                &auth.db,
+                client.id,
+                req.refresh_token.unwrap_or_default(),
+                ttl,
+            )
+            .await
+        }
+    }
+}
+
+async fn password_grant(
+    auth: &Auth,
+    client_id: i64,
+    number: String,
+    code: String,
+    ttl: i64,
+) -> Result<TokenResponse, AuthError> {
+    let live = {
+        let number = number.clone();
+        auth.db
+            .read(move |c| db::otp::newest_live(c, &number, db::now_ms()))
+            .await?
+    };
+    let Some(stored) = live else {
+        return Err(AuthError::InvalidGrant);
+    };
+    // Spend an attempt before checking, so parallel guesses cannot exceed the limit.
+    let max = auth.config.auth.otp_max_attempts;
+    let id = stored.id;
+    if !auth
+        .db
+        .write(move |c| db::otp::take_attempt(c, id, max))
+        .await?
+    {
+        return Err(AuthError::InvalidGrant);
+    }
+    if !auth.hasher.verify(code, stored.code_hash).await? {
+        return Err(AuthError::InvalidGrant);
+    }
+    let access = new_secret();
+    let refresh = new_secret();
+    let (access_hash, refresh_hash) = (sha256(&access), sha256(&refresh));
+    let issued = auth
+        .db
+        .write(move |c| {
+            let now = db::now_ms();
+            if !db::otp::consume(c, id, now)? {
+                return Ok(None);
+            }
+            let user = match db::users::by_number(c, &number)? {
+                Some(u) => u,
+                None => db::users::create(c, &number)?,
+            };
+            db::tokens::insert(
+                c,
+                &db::tokens::NewToken {
+                    user_id: user.id,
+                    client_id,
+                    token_hash: &access_hash,
+                    refresh_hash: &refresh_hash,
+                    created_at: now,
+                    expires_in: ttl,
+                    previous_token_id: None,
+                },
+            )?;
+            Ok(Some((user.uuid, now)))
+        })
+        .await?;
+    let (uuid, created_ms) = issued.ok_or(AuthError::InvalidGrant)?;
+    Ok(TokenResponse {
+        access_token: access,
+        token_type: "Bearer",
+        expires_in: ttl,
+        refresh_token: refresh,
+        created_at: created_ms / 1000,
+        uuid: Some(uuid),
+    })
+}
+
+async fn refresh_grant(
+    db: &Db,
+    client_id: i64,
+    refresh_token: String,
+    ttl: i64,
+) -> Result<TokenResponse, AuthError> {
+    let presented = sha256(&refresh_token);
+    let access = new_secret();
+    let refresh = new_secret();
+    let (access_hash, refresh_hash) = (sha256(&access), sha256(&refresh));
+    let issued = db
+        .write(move |c| {
+            let Some(old) = db::tokens::by_refresh_hash(c, &presented)? else {
+                return Ok(None);
+            };
+            let now = db::now_ms();
+            if old.client_id != client_id || !db::tokens::spend_refresh(c, old.id, now)? {
+                return Ok(None);
+            }
+            db::tokens::insert(
+                c,
+                &db::tokens::NewToken {
+                    user_id: old.user_id,
+                    client_id,
+                    token_hash: &access_hash,
+                    refresh_hash: &refresh_hash,
+                    created_at: now,
+                    expires_in: ttl,
+                    previous_token_id: Some(old.id),
+                },
+            )?;
+            Ok(Some(now))
+        })
+        .await?;
+    let created_ms = issued.ok_or(AuthError::InvalidGrant)?;
+    Ok(TokenResponse {
+        access_token: access,
+        token_type: "Bearer",
+        expires_in: ttl,
+        refresh_token: refresh,
+        created_at: created_ms / 1000,
+        uuid: None,
+    })
+}
+
+pub(super) async fn authenticate(db: &Db, token: &str) -> Result<UserId, TokenProblem> {
+    if token.is_empty() || token.len() > 512 {
+        return Err(TokenProblem::Invalid);
+    }
+    let hash = sha256(token);
+    let row = db
+        .read(move |c| db::tokens::by_access_hash(c, &hash))
+        .await
+        .map_err(|e| {
+            log::error!("token lookup failed: {e}");
+            TokenProblem::Unavailable
+        })?
+        .ok_or(TokenProblem::Invalid)?;
+    let now = db::now_ms();
+    // Doorkeeper retires the previous pair on first presentation, even of an expired token.
+    if let Some(previous) = row.previous_token_id {
+        let id = row.id;
+        let retired: DbResult<()> = db
+            .write(move |c| db::tokens::retire_previous(c, id, previous, now))
+            .await;
+        if let Err(e) = retired {
+            log::warn!("could not retire a refreshed token: {e}");
+        }
+    }
+    if row.revoked_at.is_some() {
+        return Err(TokenProblem::Revoked);
+    }
+    if now >= row.created_at + row.expires_in * 1000 {
+        return Err(TokenProblem::Expired);
+    }
+    Ok(row.user_id)
+}

@@ -1,0 +1,312 @@
+//! `/cable`: the websocket endpoint speaking ActionCable's JSON protocol. This module owns the
+//! connection (handshake, auth, pings, limits, per-connection send queue); what a subscription
+//! or action means is decided in `channels`.
+
+pub mod protocol;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Map;
+use tokio::sync::mpsc;
+
+use self::protocol::{ChannelRef, Command};
+use crate::channels::ChannelError;
+use crate::http::client_ip::{origin, Peer};
+use crate::http::params::{bearer_token, parse_query};
+use crate::hub::{ConnHandle, Outbound};
+use crate::state::AppState;
+
+/// tungstenite allocates its read buffer per connection up front (128 KiB by default); cable
+/// frames are small, so a small buffer keeps 10,000 idle connections cheap.
+const READ_BUFFER: usize = 4 * 1024;
+const WRITE_BUFFER: usize = 0;
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ws: WebSocketUpgrade,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    peer: Option<axum::Extension<Peer>>,
+) -> Response {
+    let mut query = Map::new();
+    parse_query(uri.query(), &mut query);
+    let token = bearer_token(&headers, &query);
+    let base = origin(&state, &headers, peer.map(|p| p.0)).base_url;
+    let user = match token {
+        Some(t) => state.auth.authenticate(&t).await.ok(),
+        None => None,
+    };
+    let frame_limit = state.config.limits.frame_bytes;
+    ws.protocols([protocol::SUBPROTOCOL])
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        // Frames above the limit are closed with 1009 by us; tungstenite's own cap sits above it
+        // so the oversize frame is read (bounded) and answered properly.
+        .max_message_size(frame_limit * 2)
+        .max_frame_size(frame_limit * 2)
+        .on_upgrade(move |socket| async move {
+            match user {
+                Some(user) => Connection::run(state, socket, user, base).await,
+                None => refuse(socket).await,
+            }
+        })
+}
+
+/// Invalid, expired or missing token: the upgrade succeeds, then one disconnect frame and close.
+async fn refuse(mut socket: WebSocket) {
+    let _ = socket
+        .send(Message::Text(
+            protocol::disconnect("unauthorized", false).into(),
+        ))
+        .await;
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: 1000,
+            reason: Utf8Bytes::default(),
+        })))
+        .await;
+}
+
+struct Connection {
+    state: AppState,
+    handle: ConnHandle,
+    base: String,
+    /// Subscriptions by the exact identifier string the client sent.
+    subscriptions: HashMap<Arc<str>, ChannelRef>,
+}
+
+impl Connection {
+    async fn run(state: AppState, socket: WebSocket, user: crate::db::users::UserId, base: String) {
+        let (tx, rx) = mpsc::channel(state.config.limits.send_queue_frames);
+        let handle = state.hub.register(user, tx);
+        let (sink, mut stream) = socket.split();
+        let writer = tokio::spawn(write_loop(
+            sink,
+            rx,
+            handle.clone(),
+            Duration::from_secs(state.config.cable.ping_seconds),
+        ));
+        handle.send(Utf8Bytes::from_static(protocol::WELCOME));
+        let mut conn = Connection {
+            state,
+            handle,
+            base,
+            subscriptions: HashMap::new(),
+        };
+        let frame_limit = conn.state.config.limits.frame_bytes;
+        loop {
+            let next = tokio::select! {
+                _ = conn.handle.kill.cancelled() => break,
+                m = stream.next() => m,
+            };
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    if text.len() > frame_limit {
+                        conn.close_with(1009, "frame too large");
+                        break;
+                    }
+                    conn.dispatch(&text).await;
+                }
+                Some(Ok(Message::Binary(_))) => log::debug!("ignoring a binary frame"),
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(_)) => {} // ping/pong are answered by tungstenite
+                Some(Err(e)) => {
+                    if is_capacity_error(&e) {
+                        conn.close_with(1009, "frame too large");
+                    } else {
+                        log::debug!("websocket read error: {e}");
+                    }
+                    break;
+                }
+            }
+        }
+        conn.cleanup().await;
+        // Let the writer send what is queued (close frames, disconnect) and finish.
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    }
+
+    fn close_with(&self, code: u16, why: &'static str) {
+        log::info!(
+            "closing connection {} of user {}: {why}",
+            self.handle.id,
+            self.handle.user.0
+        );
+        self.handle.close(code);
+    }
+
+    async fn dispatch(&mut self, text: &str) {
+        let command = match protocol::parse_command(text) {
+            Ok(c) => c,
+            Err(e) => {
+                log::debug!("ignoring a malformed cable frame: {e}");
+                return;
+            }
+        };
+        let result = match command {
+            Command::Subscribe { identifier } => self.subscribe(identifier).await,
+            Command::Unsubscribe { identifier } => self.unsubscribe(&identifier).await,
+            Command::Message { identifier, data } => self.perform(&identifier, data).await,
+        };
+        if let Err(e) = result {
+            log::warn!("cable action failed for user {}: {e}", self.handle.user.0);
+        }
+    }
+
+    async fn subscribe(&mut self, identifier: String) -> Result<(), ChannelError> {
+        if self.subscriptions.contains_key(identifier.as_str()) {
+            log::debug!("ignoring a duplicate subscribe");
+            return Ok(());
+        }
+        if !protocol::names_a_channel(&identifier) {
+            log::debug!("ignoring a subscribe with a malformed identifier");
+            return Ok(());
+        }
+        let engine = self.state.engine.clone();
+        let ident: Arc<str> = Arc::from(identifier.as_str());
+        let outcome = match protocol::parse_identifier(&identifier) {
+            Some(ChannelRef::Chats) => engine
+                .subscribe_chats(&self.handle, ident.clone(), &self.base)
+                .await
+                .map(|_| ChannelRef::Chats),
+            Some(ChannelRef::Chat(id)) => engine
+                .join_chat(&self.handle, ident.clone(), id, &self.base)
+                .await
+                .map(|_| ChannelRef::Chat(id)),
+            None => Err(ChannelError::NotVisible(0)),
+        };
+        match outcome {
+            Ok(channel) => {
+                self.subscriptions.insert(ident, channel);
+                self.handle.send(protocol::confirm(&identifier).into());
+                Ok(())
+            }
+            Err(ChannelError::NotVisible(_)) => {
+                self.handle.send(protocol::reject(&identifier).into());
+                Ok(())
+            }
+            Err(e) => {
+                self.handle.send(protocol::reject(&identifier).into());
+                Err(e)
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, identifier: &str) -> Result<(), ChannelError> {
+        let Some(channel) = self.subscriptions.remove(identifier) else {
+            log::debug!("ignoring unsubscribe for an identifier that is not subscribed");
+            return Ok(());
+        };
+        self.leave(identifier, channel).await
+    }
+
+    async fn leave(&self, identifier: &str, channel: ChannelRef) -> Result<(), ChannelError> {
+        match channel {
+            ChannelRef::Chats => {
+                self.state
+                    .engine
+                    .unsubscribe_chats(&self.handle, identifier)
+                    .await
+            }
+            ChannelRef::Chat(id) => {
+                self.state.engine.leave_chat(&self.handle, identifier, id);
+                Ok(())
+            }
+        }
+    }
+
+    async fn perform(
+        &mut self,
+        identifier: &str,
+        data: serde_json::Value,
+    ) -> Result<(), ChannelError> {
+        let Some(channel) = self.subscriptions.get(identifier).copied() else {
+            log::debug!("ignoring a message for an identifier that is not subscribed");
+            return Ok(());
+        };
+        let action = data.get("action").and_then(|a| a.as_str()).unwrap_or("");
+        let engine = self.state.engine.clone();
+        match (channel, action) {
+            (ChannelRef::Chats, "createChat") => {
+                engine
+                    .create_chat(&self.handle, identifier, &data, &self.base)
+                    .await
+            }
+            (ChannelRef::Chats, "go_to_background") => {
+                engine.go_to_background(self.handle.user).await
+            }
+            (ChannelRef::Chat(id), "speak") => {
+                engine.speak(&self.handle, identifier, id, &data).await
+            }
+            (_, other) => {
+                log::debug!("ignoring unknown action {other:?}");
+                Ok(())
+            }
+        }
+    }
+
+    async fn cleanup(&mut self) {
+        let subscriptions: Vec<(Arc<str>, ChannelRef)> = self.subscriptions.drain().collect();
+        for (identifier, channel) in subscriptions {
+            if let Err(e) = self.leave(&identifier, channel).await {
+                log::warn!("cleanup of a closed connection failed: {e}");
+            }
+        }
+        self.state.hub.unregister(self.handle.id);
+    }
+}
+
+fn is_capacity_error(e: &axum::Error) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    text.contains("space limit exceeded") || text.contains("too long") || text.contains("capacity")
+}
+
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Outbound>,
+    handle: ConnHandle,
+    ping_every: Duration,
+) {
+    let kill = handle.kill.clone();
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = kill.cancelled() => {
+                if let Some(code) = handle.close_code() {
+                    let frame = CloseFrame { code, reason: Utf8Bytes::default() };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+                }
+                break;
+            }
+            item = rx.recv() => match item {
+                Some(Outbound::Frame(frame)) => {
+                    if sink.send(Message::Text(frame)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Outbound::Disconnect { reason, reconnect }) => {
+                    let _ = sink.send(Message::Text(protocol::disconnect(reason, reconnect).into())).await;
+                    let _ = sink.send(Message::Close(Some(CloseFrame { code: 1000, reason: Utf8Bytes::default() }))).await;
+                    kill.cancel();
+                    return;
+                }
+                None => break,
+            },
+            _ = ping.tick() => {
+                let now = crate::db::now_ms() / 1000;
+                if sink.send(Message::Text(protocol::ping(now).into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    kill.cancel();
+}

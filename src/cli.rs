@@ -1,0 +1,76 @@
+//! The command line (edge.md "Command line").
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "hangin", version, about = "Self-hosted Hangin chat server")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// Config file (default: $HANGIN_CONFIG, else ./hangin.toml when present).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Data directory (SQLite file, pictures, generated credentials).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Plain HTTP + websocket listen address, e.g. 0.0.0.0:3000 ("" turns it off).
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage OAuth clients (the apps that may log users in).
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Copy the database to PATH with SQLite's online backup (safe while the server runs).
+    Backup { path: PathBuf },
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// OTP driver tools.
+    #[command(subcommand)]
+    Otp(OtpCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Create a client and print its id and secret (the secret is shown only now).
+    Create {
+        name: String,
+        /// Print {"name","client_id","client_secret"} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List clients.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a client (by client id or name); its tokens go with it.
+    Delete { client: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print the effective values, secrets masked.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OtpCommand {
+    /// Send a test message through the configured OTP driver.
+    Send { number: String },
+}

@@ -1,0 +1,650 @@
+//! Configuration: embedded defaults ← TOML file ← `HANGIN_SECTION__KEY` environment ← CLI flags
+//! (edge.md "Configuration"). Unknown keys in the file are errors; unknown `HANGIN_*` variables only
+//! warn, because test harnesses and wrappers put their own `HANGIN_*` variables into the environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::Value;
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The configuration of one server. Field names are the TOML keys of the contract.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Plain HTTP + WS listener; "" turns it off.
+    pub listen: String,
+    pub data_dir: PathBuf,
+    /// Base for absolute picture URLs; "" = scheme and Host of the request.
+    pub public_url: String,
+    pub log_level: String,
+    /// Proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (CIDR strings).
+    pub trusted_proxies: Vec<String>,
+    /// Allow the `log` OTP driver on a non-loopback listener (development on a LAN only).
+    pub allow_insecure_log_driver: bool,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub otp: OtpConfig,
+    pub push: PushConfig,
+    pub cable: CableConfig,
+    pub tls: TlsConfig,
+    pub mdns: MdnsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub access_token_ttl_seconds: u64,
+    pub otp_ttl_seconds: u64,
+    pub otp_max_attempts: u32,
+    pub otp_per_number: u32,
+    pub otp_window_seconds: u64,
+    pub otp_resend_seconds: u64,
+    pub create_per_address_per_hour: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub body_bytes: usize,
+    pub picture_bytes: usize,
+    pub message_body_bytes: usize,
+    pub frame_bytes: usize,
+    /// Frames queued for one websocket before it counts as too slow and is disconnected.
+    pub send_queue_frames: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtpConfig {
+    pub driver: OtpDriverKind,
+    /// Message template; `{code}` is replaced by the code.
+    pub message: String,
+    pub webhook: WebhookConfig,
+    pub modem: ModemConfig,
+    pub exec: ExecConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtpDriverKind {
+    Log,
+    Modem,
+    Webhook,
+    Exec,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// `whsec_<base64>` = Standard Webhooks key; any other string = raw key bytes.
+    pub secret: String,
+    /// Extra static headers, e.g. a gateway's `Authorization`.
+    pub headers: BTreeMap<String, String>,
+    pub timeout_seconds: u64,
+    pub tries: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModemConfig {
+    pub device: String,
+    pub baud: u32,
+    pub pin: String,
+    /// How long to wait for each answer of the modem.
+    pub timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecConfig {
+    /// Program and arguments; `{number}`, `{e164}`, `{code}`, `{message}` are replaced. No shell.
+    pub argv: Vec<String>,
+    pub timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    pub driver: PushDriverKind,
+    /// Pushes waiting for the driver; more are dropped with a warning rather than blocking anyone.
+    pub queue: usize,
+    pub webhook: WebhookConfig,
+    pub apns: ApnsConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushDriverKind {
+    Log,
+    Apns,
+    Webhook,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApnsConfig {
+    pub key_path: String,
+    pub key_id: String,
+    pub team_id: String,
+    pub topic: String,
+    pub environment: ApnsEnvironment,
+    /// Overrides the Apple host (tests point it at a local HTTP/2 server).
+    pub host: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApnsEnvironment {
+    Production,
+    Sandbox,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStyle {
+    Snake,
+    Camel,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CableConfig {
+    pub key_style: KeyStyle,
+    pub background_window_seconds: u64,
+    pub ping_seconds: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// e.g. "0.0.0.0:3443"; "" = no TLS listener.
+    pub listen: String,
+    pub cert: String,
+    pub key: String,
+    pub self_signed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MdnsConfig {
+    pub enabled: bool,
+    /// Default: the host name.
+    pub instance: String,
+    /// Interface names to advertise on; empty = every interface the listeners cover.
+    pub interfaces: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:3000".into(),
+            data_dir: PathBuf::from("./data"),
+            public_url: String::new(),
+            log_level: "info".into(),
+            trusted_proxies: Vec::new(),
+            allow_insecure_log_driver: false,
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            otp: OtpConfig::default(),
+            push: PushConfig::default(),
+            cable: CableConfig::default(),
+            tls: TlsConfig::default(),
+            mdns: MdnsConfig::default(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            access_token_ttl_seconds: 7200,
+            otp_ttl_seconds: 600,
+            otp_max_attempts: 5,
+            otp_per_number: 5,
+            otp_window_seconds: 900,
+            otp_resend_seconds: 30,
+            create_per_address_per_hour: 30,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            body_bytes: 1 << 20,
+            picture_bytes: 5 << 20,
+            message_body_bytes: 4096,
+            frame_bytes: 64 << 10,
+            send_queue_frames: 1024,
+        }
+    }
+}
+
+impl Default for OtpConfig {
+    fn default() -> Self {
+        OtpConfig {
+            driver: OtpDriverKind::Log,
+            message: "Your Hangin code is {code}".into(),
+            webhook: WebhookConfig::default(),
+            modem: ModemConfig::default(),
+            exec: ExecConfig::default(),
+        }
+    }
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            url: String::new(),
+            secret: String::new(),
+            headers: BTreeMap::new(),
+            timeout_seconds: 5,
+            tries: 3,
+        }
+    }
+}
+
+impl Default for ModemConfig {
+    fn default() -> Self {
+        ModemConfig {
+            device: "/dev/ttyUSB2".into(),
+            baud: 115200,
+            pin: String::new(),
+            timeout_seconds: 30,
+        }
+    }
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        ExecConfig {
+            argv: Vec::new(),
+            timeout_seconds: 30,
+        }
+    }
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            driver: PushDriverKind::Log,
+            queue: 1024,
+            webhook: WebhookConfig::default(),
+            apns: ApnsConfig::default(),
+        }
+    }
+}
+
+impl Default for ApnsConfig {
+    fn default() -> Self {
+        ApnsConfig {
+            key_path: String::new(),
+            key_id: String::new(),
+            team_id: String::new(),
+            topic: String::new(),
+            environment: ApnsEnvironment::Production,
+            host: String::new(),
+        }
+    }
+}
+
+impl Default for CableConfig {
+    fn default() -> Self {
+        CableConfig {
+            key_style: KeyStyle::Snake,
+            background_window_seconds: 300,
+            ping_seconds: 3,
+        }
+    }
+}
+
+impl Default for MdnsConfig {
+    fn default() -> Self {
+        MdnsConfig {
+            enabled: true,
+            instance: String::new(),
+            interfaces: Vec::new(),
+        }
+    }
+}
+
+/// A configuration problem: always reported as one line naming the key or the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+/// Where the configuration comes from, besides the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    pub file: Option<PathBuf>,
+    /// An explicitly named file must exist; the default path may be absent.
+    pub file_required: bool,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Layer defaults, file, environment and flags, then validate.
+    pub fn load(sources: &Sources) -> Result<(Config, Vec<String>), ConfigError> {
+        Self::load_with_env(sources, std::env::vars())
+    }
+
+    pub fn load_with_env(
+        sources: &Sources,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        let defaults = Figment::from(Serialized::defaults(Config::default()));
+        let mut figment = defaults.clone();
+        let mut warnings = Vec::new();
+        if let Some(path) = &sources.file {
+            match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    // Parse here first so a syntax error names the file, not a key.
+                    if let Err(e) = text.parse::<toml::Table>() {
+                        return Err(ConfigError::File {
+                            path: path.clone(),
+                            reason: e.to_string().lines().next().unwrap_or("").to_string(),
+                        });
+                    }
+                    figment = figment.merge(Toml::file_exact(path));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !sources.file_required => {}
+                Err(e) => {
+                    return Err(ConfigError::File {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            // HANGIN_CONFIG names the file itself; it is not a key.
+            .filter(|(k, _)| k.starts_with("HANGIN_") && k != "HANGIN_CONFIG")
+            .collect();
+        for (name, value) in &env {
+            let key = name["HANGIN_".len()..]
+                .to_ascii_lowercase()
+                .replace("__", ".");
+            if key_is_known(&defaults, &key) {
+                // Values parse as figment's Env provider parses them (numbers, bools, arrays).
+                let parsed: Value = value.parse().expect("infallible");
+                figment = figment.merge(Serialized::default(&key, parsed));
+            } else {
+                warnings.push(format!("ignoring unknown environment variable {name}"));
+            }
+        }
+        // RUST_LOG is honoured as the log level when HANGIN_LOG_LEVEL is not set.
+        if !env_has(&env, "HANGIN_LOG_LEVEL") {
+            if let Ok(level) = std::env::var("RUST_LOG") {
+                figment = figment.merge(Serialized::default("log_level", level));
+            }
+        }
+        if let Some(listen) = &sources.listen {
+            figment = figment.merge(Serialized::default("listen", listen));
+        }
+        if let Some(dir) = &sources.data_dir {
+            figment = figment.merge(Serialized::default("data_dir", dir));
+        }
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe_figment_error(e)))?;
+        config.validate()?;
+        Ok((config, warnings))
+    }
+
+    /// Checks that do not need the outside world (drivers check their own resources at start).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("key `{key}`: {why}")));
+        if !self.listen.is_empty() && self.listen.parse::<SocketAddr>().is_err() {
+            return bad("listen", "expected an address like 127.0.0.1:3000");
+        }
+        if !self.tls.listen.is_empty() && self.tls.listen.parse::<SocketAddr>().is_err() {
+            return bad("tls.listen", "expected an address like 0.0.0.0:3443");
+        }
+        if self.listen.is_empty() && self.tls.listen.is_empty() {
+            return bad("listen", "no listener: set `listen` or `tls.listen`");
+        }
+        if !self.tls.listen.is_empty()
+            && !self.tls.self_signed
+            && (self.tls.cert.is_empty() || self.tls.key.is_empty())
+        {
+            return bad(
+                "tls.cert",
+                "the TLS listener needs `tls.cert` and `tls.key`, or `tls.self_signed = true`",
+            );
+        }
+        let url = &self.public_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return bad("public_url", "must start with http:// or https://");
+        }
+        for cidr in &self.trusted_proxies {
+            if crate::http::client_ip::Cidr::parse(cidr).is_none() {
+                return bad(
+                    "trusted_proxies",
+                    &format!("`{cidr}` is not an address or CIDR"),
+                );
+            }
+        }
+        if self.auth.access_token_ttl_seconds == 0 {
+            return bad("auth.access_token_ttl_seconds", "must be positive");
+        }
+        if self.auth.otp_max_attempts == 0 {
+            return bad("auth.otp_max_attempts", "must be positive");
+        }
+        if self.limits.frame_bytes < 1024 {
+            return bad("limits.frame_bytes", "must be at least 1024");
+        }
+        if self.limits.send_queue_frames == 0 {
+            return bad("limits.send_queue_frames", "must be positive");
+        }
+        if self.cable.ping_seconds == 0 {
+            return bad("cable.ping_seconds", "must be positive");
+        }
+        if !self.otp.message.contains("{code}") {
+            return bad("otp.message", "must contain {code}");
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.parse().ok()
+    }
+
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.listen.parse().ok()
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("hangin.sqlite3")
+    }
+
+    pub fn pictures_dir(&self) -> PathBuf {
+        self.data_dir.join("pictures")
+    }
+
+    pub fn credentials_path(&self) -> PathBuf {
+        self.data_dir.join("client-credentials.json")
+    }
+
+    /// The effective configuration as TOML with secrets masked (`hangin config check`).
+    pub fn masked_toml(&self) -> String {
+        let mut shown = self.clone();
+        for secret in [
+            &mut shown.otp.webhook.secret,
+            &mut shown.push.webhook.secret,
+        ] {
+            mask(secret);
+        }
+        mask(&mut shown.otp.modem.pin);
+        for headers in [
+            &mut shown.otp.webhook.headers,
+            &mut shown.push.webhook.headers,
+        ] {
+            for value in headers.values_mut() {
+                mask(value);
+            }
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+fn mask(secret: &mut String) {
+    if !secret.is_empty() {
+        *secret = "********".into();
+    }
+}
+
+fn env_has(env: &[(String, String)], name: &str) -> bool {
+    env.iter().any(|(k, _)| k == name)
+}
+
+/// A dotted key is known when the defaults hold it, or when it sits below a map-valued key
+/// (`otp.webhook.headers.authorization`).
+fn key_is_known(defaults: &Figment, key: &str) -> bool {
+    if defaults.find_value(key).is_ok() {
+        return true;
+    }
+    let mut prefix = key;
+    while let Some((head, _)) = prefix.rsplit_once('.') {
+        if head.ends_with(".headers") || head == "headers" {
+            return matches!(defaults.find_value(head), Ok(Value::Dict(..)));
+        }
+        prefix = head;
+    }
+    false
+}
+
+fn describe_figment_error(e: figment::Error) -> String {
+    let mut lines = Vec::new();
+    for err in e {
+        let key = err.path.join(".");
+        let what = match &err.kind {
+            figment::error::Kind::UnknownField(field, _) => {
+                let full = if key.is_empty() {
+                    field.clone()
+                } else {
+                    format!("{key}.{field}")
+                };
+                format!("unknown key `{full}`")
+            }
+            other => {
+                if key.is_empty() {
+                    other.to_string()
+                } else {
+                    format!("key `{key}`: {other}")
+                }
+            }
+        };
+        let source = err
+            .metadata
+            .as_ref()
+            .and_then(|m| m.source.as_ref())
+            .and_then(|s| s.file_path())
+            .map(|p| format!(" in {}", p.display()))
+            .unwrap_or_default();
+        lines.push(format!("{what}{source}"));
+    }
+    lines.join("; ")
+}
+
+/// Default config file location: `HANGIN_CONFIG`, else `./hangin.toml` when present.
+pub fn default_config_path() -> PathBuf {
+    std::env::var_os("HANGIN_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new("hangin.toml").to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hangin.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).unwrap();
+        }
+        let sources = Sources {
+            file: Some(path),
+            ..Default::default()
+        };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load_with_env(&sources, env).map(|(c, _)| c)
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let c = load(None, &[]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:3000");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.otp.driver, OtpDriverKind::Log);
+        assert!(c.mdns.enabled);
+    }
+
+    #[test]
+    fn env_overrides_file_and_sections_split_on_double_underscore() {
+        let c = load(
+            Some("[cable]\nbackground_window_seconds = 10\n"),
+            &[
+                ("HANGIN_CABLE__KEY_STYLE", "camel"),
+                ("HANGIN_AUTH__OTP_TTL_SECONDS", "60"),
+                ("HANGIN_BIN", "/ignored/not/a/key"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.cable.key_style, KeyStyle::Camel);
+        assert_eq!(c.cable.background_window_seconds, 10);
+        assert_eq!(c.auth.otp_ttl_seconds, 60);
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named() {
+        let e = load(Some("[auth]\notp_tll_seconds = 5\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("auth.otp_tll_seconds"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let e = load(None, &[("HANGIN_AUTH__OTP_TTL_SECONDS", "soon")]).unwrap_err();
+        assert!(e.to_string().contains("auth.otp_ttl_seconds"), "{e}");
+        let e = load(Some("listen = \"nowhere\"\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_names_the_file() {
+        let e = load(Some("listen = \n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("hangin.toml"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let c = load(None, &[("HANGIN_OTP__WEBHOOK__SECRET", "whsec_abc")]).unwrap();
+        let shown = c.masked_toml();
+        assert!(!shown.contains("whsec_abc"));
+        assert!(shown.contains("********"));
+    }
+
+    #[test]
+    fn header_maps_accept_env_keys() {
+        let c = load(
+            None,
+            &[("HANGIN_OTP__WEBHOOK__HEADERS__AUTHORIZATION", "Bearer x")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.otp.webhook.headers.get("authorization").unwrap(),
+            "Bearer x"
+        );
+    }
+}

@@ -1,0 +1,373 @@
+//! The SQLite store: one writer thread with group commit, a pool of read connections, embedded
+//! migrations, online backup. All SQL lives below this module; callers use the repository
+//! functions in the submodules through [`Db::write`] and [`Db::read`].
+//!
+//! Durability: WAL with `synchronous=FULL`, so a commit has reached the disk (fsync of the WAL)
+//! before [`Db::write`] returns. The writer takes every write that is queued when it wakes,
+//! runs each in its own savepoint inside one transaction and commits once: many writes, one fsync.
+
+pub mod chats;
+pub mod clients;
+pub mod otp;
+pub mod tokens;
+pub mod users;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use include_dir::{include_dir, Dir};
+use parking_lot::Mutex;
+use rusqlite::{Connection, OpenFlags};
+use rusqlite_migration::Migrations;
+use tokio::sync::oneshot;
+
+static MIGRATIONS_DIR: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
+
+/// Most writes folded into one transaction.
+const MAX_BATCH: usize = 4096;
+const READERS: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("migrations: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    #[error("the database writer has stopped")]
+    WriterGone,
+    #[error("database task failed: {0}")]
+    Task(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+type Finish = Box<dyn FnOnce(DbResult<()>) + Send>;
+/// A queued write: runs inside the batch transaction, says whether its savepoint stays, and
+/// returns what to do once the batch's commit is known.
+/// `None` means the batch could not start: the job only reports the failure.
+type WriteJob = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finish) + Send>;
+
+/// Counters for tests and the load tool (group-commit effectiveness).
+#[derive(Debug, Default)]
+pub struct WriteStats {
+    pub transactions: AtomicU64,
+    pub writes: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    writer_alive: Arc<AtomicBool>,
+    readers: Mutex<Vec<Connection>>,
+    stats: Arc<WriteStats>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn migrations() -> Migrations<'static> {
+    Migrations::from_directory(&MIGRATIONS_DIR).expect("migrations directory is well-formed")
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(())
+}
+
+fn open_rw(path: &Path) -> DbResult<Connection> {
+    let conn = Connection::open(path)?;
+    // WAL is a property of the file; set it from the read-write side.
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        log::warn!(
+            "SQLite refused WAL mode (got {mode}); durability still holds, concurrency less"
+        );
+    }
+    configure(&conn)?;
+    Ok(conn)
+}
+
+/// Migration state of a database file: (applied, latest).
+pub fn migration_status(path: &Path) -> DbResult<(usize, usize)> {
+    let conn = open_rw(path)?;
+    let applied = match migrations().current_version(&conn)? {
+        rusqlite_migration::SchemaVersion::Inside(n) => n.get(),
+        _ => 0,
+    };
+    Ok((applied, latest_version()))
+}
+
+pub fn latest_version() -> usize {
+    MIGRATIONS_DIR.dirs().count()
+}
+
+/// Apply pending migrations; returns how many ran.
+pub fn migrate(path: &Path) -> DbResult<usize> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut conn = open_rw(path)?;
+    let before = match migrations().current_version(&conn)? {
+        rusqlite_migration::SchemaVersion::Inside(n) => n.get(),
+        _ => 0,
+    };
+    migrations().to_latest(&mut conn)?;
+    Ok(latest_version().saturating_sub(before))
+}
+
+impl Db {
+    /// Open (creating and migrating as needed) the database at `path` and start the writer.
+    pub fn open(path: &Path) -> DbResult<Db> {
+        let ran = migrate(path)?;
+        if ran > 0 {
+            log::info!("database {}: applied {ran} migration(s)", path.display());
+        }
+        let writer_conn = open_rw(path)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            configure(&conn)?;
+            readers.push(conn);
+        }
+        let (tx, rx) = mpsc::channel::<WriteJob>();
+        let stats = Arc::new(WriteStats::default());
+        let alive = Arc::new(AtomicBool::new(true));
+        let thread = {
+            let stats = stats.clone();
+            let alive = alive.clone();
+            std::thread::Builder::new()
+                .name("hangin-db-writer".into())
+                .spawn(move || {
+                    writer_loop(writer_conn, rx, &stats);
+                    alive.store(false, Ordering::SeqCst);
+                })?
+        };
+        Ok(Db {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                writer: Mutex::new(Some(tx)),
+                writer_alive: alive,
+                readers: Mutex::new(readers),
+                stats,
+                writer_thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub fn stats(&self) -> &WriteStats {
+        &self.inner.stats
+    }
+
+    pub fn writer_alive(&self) -> bool {
+        self.inner.writer_alive.load(Ordering::SeqCst)
+    }
+
+    /// Run `f` inside the writer's next batch. Resolves after the batch has been committed (and
+    /// so is on disk). An `Err` from `f` rolls back only `f`'s own changes.
+    pub async fn write<T, F>(&self, f: F) -> DbResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel::<DbResult<T>>();
+        let job: WriteJob = Box::new(move |conn: Option<&Connection>| {
+            let result = match conn {
+                Some(conn) => f(conn),
+                None => Err(DbError::Task("could not begin a transaction".into())),
+            };
+            let keep = result.is_ok();
+            let finish: Finish = Box::new(move |commit| {
+                let outcome = match (commit, result) {
+                    (Ok(()), r) => r,
+                    (Err(e), Ok(_)) => Err(e),
+                    (Err(_), Err(e)) => Err(e),
+                };
+                let _ = reply_tx.send(outcome);
+            });
+            (keep, finish)
+        });
+        {
+            let guard = self.inner.writer.lock();
+            let sender = guard.as_ref().ok_or(DbError::WriterGone)?;
+            sender.send(job).map_err(|_| DbError::WriterGone)?;
+        }
+        reply_rx.await.map_err(|_| DbError::WriterGone)?
+    }
+
+    /// Run `f` on a read connection, off the async runtime's worker threads.
+    pub async fn read<T, F>(&self, f: F) -> DbResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.with_reader(f))
+            .await
+            .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    /// Blocking read for CLI commands and startup.
+    pub fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> DbResult<T>) -> DbResult<T> {
+        self.inner.with_reader(f)
+    }
+
+    /// Stop accepting writes, let the writer commit what is queued, and wait for it.
+    pub fn close(&self) {
+        self.inner.writer.lock().take();
+        if let Some(handle) = self.inner.writer_thread.lock().take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// Copy the live database to `dest` with SQLite's online backup API (safe while writing).
+    pub fn backup_to(&self, dest: &Path) -> DbResult<()> {
+        backup(&self.inner.path, dest)
+    }
+}
+
+impl Inner {
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> DbResult<T>) -> DbResult<T> {
+        let pooled = self.readers.lock().pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                // All pooled readers busy: a short-lived extra connection beats waiting.
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                configure(&c)?;
+                c
+            }
+        };
+        let result = f(&conn);
+        let mut pool = self.readers.lock();
+        if pool.len() < READERS {
+            pool.push(conn);
+        }
+        result
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteJob>, stats: &WriteStats) {
+    let mut batch: Vec<WriteJob> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let count = batch.len() as u64;
+        let finishers = run_batch(&mut conn, batch.drain(..));
+        stats.transactions.fetch_add(1, Ordering::Relaxed);
+        stats.writes.fetch_add(count, Ordering::Relaxed);
+        let (commit, finishers) = finishers;
+        for finish in finishers {
+            let result = match &commit {
+                Ok(()) => Ok(()),
+                Err(e) => Err(DbError::Task(format!("commit failed: {e}"))),
+            };
+            finish(result);
+        }
+    }
+    // Channel closed: everything sent has been committed. Fold the WAL back into the file.
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+        log::warn!("WAL checkpoint at shutdown failed: {e}");
+    }
+}
+
+fn run_batch(
+    conn: &mut Connection,
+    jobs: impl Iterator<Item = WriteJob>,
+) -> (Result<(), rusqlite::Error>, Vec<Finish>) {
+    let mut finishers = Vec::new();
+    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            for job in jobs {
+                log::error!("cannot begin a write transaction: {e}");
+                let (_, finish) = job(None);
+                finishers.push(finish);
+            }
+            return (Err(e), finishers);
+        }
+    };
+    let mut tx = tx;
+    for job in jobs {
+        match tx.savepoint() {
+            Ok(sp) => {
+                let (keep, finish) = job(Some(&sp));
+                if keep {
+                    if let Err(e) = sp.commit() {
+                        log::error!("savepoint release failed: {e}");
+                    }
+                } // dropping an uncommitted savepoint rolls it back
+                finishers.push(finish);
+            }
+            Err(e) => {
+                log::error!("savepoint failed: {e}");
+                let (_, finish) = job(None);
+                finishers.push(finish);
+            }
+        }
+    }
+    (tx.commit(), finishers)
+}
+
+/// SQLite online backup of `src` into `dest`, page by page, safe against a concurrent writer.
+pub fn backup(src: &Path, dest: &Path) -> DbResult<()> {
+    let from = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    from.busy_timeout(Duration::from_secs(5))?;
+    let tmp = dest.with_extension("partial");
+    let _ = std::fs::remove_file(&tmp);
+    {
+        let mut to = Connection::open(&tmp)?;
+        let backup = rusqlite::backup::Backup::new(&from, &mut to)?;
+        backup.run_to_completion(256, Duration::from_millis(5), None)?;
+    }
+    std::fs::rename(&tmp, dest)?;
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The server's persistent identity (created on first use).
+pub fn server_uuid(conn: &Connection) -> DbResult<String> {
+    let existing: Option<String> = conn
+        .query_row("SELECT uuid FROM server WHERE id = 1", [], |r| r.get(0))
+        .ok();
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    conn.execute(
+        "INSERT OR IGNORE INTO server (id, uuid) VALUES (1, ?1)",
+        [&id],
+    )?;
+    Ok(conn.query_row("SELECT uuid FROM server WHERE id = 1", [], |r| r.get(0))?)
+}

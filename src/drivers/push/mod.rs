@@ -1,0 +1,93 @@
+//! Push notifications (edge.md "Push drivers"). Requests and cable actions only enqueue; one
+//! worker task hands notifications to the driver, so a slow push service never blocks anyone.
+
+mod log_driver;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::DriverError;
+use crate::config::{Config, PushDriverKind};
+use crate::db::{users, Db};
+
+pub use log_driver::LogPush;
+
+/// One alert for one device.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Notification {
+    pub device_token: String,
+    pub user_uuid: String,
+    pub title: String,
+    pub subtitle: Option<String>,
+    pub body: String,
+    /// Custom data, e.g. `{"chat":"6"}`.
+    pub data: serde_json::Value,
+}
+
+/// What the push service said about a delivery.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    Delivered,
+    /// The device token is dead (APNs 410 / BadDeviceToken / Unregistered): forget it.
+    InvalidToken,
+}
+
+#[async_trait]
+pub trait Pusher: Send + Sync {
+    async fn send(&self, notification: &Notification) -> Result<PushOutcome, DriverError>;
+}
+
+pub fn from_config(config: &Config) -> Result<Arc<dyn Pusher>, DriverError> {
+    match config.push.driver {
+        PushDriverKind::Log => Ok(Arc::new(LogPush)),
+        other => Err(DriverError::Config {
+            driver: "push",
+            reason: format!("driver {other:?} is not available in this build"),
+        }),
+    }
+}
+
+/// The sending side of the bounded push queue.
+#[derive(Clone)]
+pub struct PushQueue {
+    tx: mpsc::Sender<Notification>,
+}
+
+impl PushQueue {
+    /// Start the worker that drains the queue into `pusher`.
+    pub fn start(pusher: Arc<dyn Pusher>, db: Db, capacity: usize) -> PushQueue {
+        let (tx, mut rx) = mpsc::channel::<Notification>(capacity.max(1));
+        tokio::spawn(async move {
+            while let Some(n) = rx.recv().await {
+                match pusher.send(&n).await {
+                    Ok(PushOutcome::Delivered) => {}
+                    Ok(PushOutcome::InvalidToken) => {
+                        log::info!(
+                            "push service rejected the device token of {}; forgetting it",
+                            n.user_uuid
+                        );
+                        let token = n.device_token.clone();
+                        if let Err(e) = db
+                            .write(move |c| users::clear_device_token(c, &token))
+                            .await
+                        {
+                            log::warn!("could not clear a dead device token: {e}");
+                        }
+                    }
+                    Err(e) => log::warn!("push to {} failed: {e}", n.user_uuid),
+                }
+            }
+        });
+        PushQueue { tx }
+    }
+
+    /// Queue a notification; never waits. A full queue drops it with a warning.
+    pub fn enqueue(&self, notification: Notification) {
+        if let Err(e) = self.tx.try_send(notification) {
+            log::warn!("push queue full or closed; dropped a notification: {e}");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The REST surface (wire.md "REST"): routing, path normalisation, CORS, limits, logging.
+//! Handlers are thin: they parse, call `auth`/`people`/`channels`, and serialize via `wire`.
+
+pub mod client_ip;
+pub mod error;
+pub mod friends;
+pub mod invites;
+pub mod login;
+pub mod params;
+pub mod user;
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::json;
+use tower_http::cors::{AllowHeaders, AllowMethods, Any, CorsLayer};
+
+use self::error::ApiError;
+use crate::state::AppState;
+
+pub fn router(state: AppState) -> Router {
+    let picture_limit = state.config.limits.picture_bytes + 64 * 1024;
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_headers(AllowHeaders::mirror_request())
+        .allow_methods(AllowMethods::list([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+            Method::HEAD,
+        ]))
+        .max_age(std::time::Duration::from_secs(7200));
+    Router::new()
+        .route("/", get(root))
+        .route("/up", get(up))
+        .route("/create", post(login::create_code))
+        .route("/oauth/token", post(login::token))
+        .route("/friends", get(friends::list).post(friends::upload))
+        .route(
+            "/user",
+            get(user::show).patch(user::update).put(user::update),
+        )
+        .route(
+            "/user/addProfilePicture",
+            post(user::add_picture).layer(DefaultBodyLimit::max(picture_limit)),
+        )
+        .route("/user/registerIOSDevice", post(user::register_device))
+        .route("/notifications/invite", post(invites::invite))
+        .route("/blobs/{key}", get(user::blob))
+        .route("/cable", get(crate::cable::upgrade))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.config.limits.body_bytes))
+        .layer(middleware::from_fn(log_request))
+        .layer(cors)
+        .with_state(state)
+}
+
+async fn root() -> Response {
+    error::json(StatusCode::OK, &json!({"hello": "world"}))
+}
+
+async fn up(State(state): State<AppState>) -> Response {
+    let healthy = state.db.writer_alive()
+        && state
+            .db
+            .read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .await
+            .is_ok();
+    if healthy {
+        error::json(StatusCode::OK, &json!({"status": "ok"}))
+    } else {
+        ApiError::coded(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "The database is not available.",
+        )
+        .into_response()
+    }
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("No route matches {method} {}", uri.path()))
+}
+
+async fn log_request(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string(); // never the query: it carries tokens
+    let res = next.run(req).await;
+    let status = res.status();
+    let level = if status.is_server_error() {
+        log::Level::Warn
+    } else {
+        log::Level::Debug
+    };
+    log::log!(
+        level,
+        "{method} {path} -> {} in {:.1} ms",
+        status.as_u16(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    res
+}
+
+/// Rails route normalisation: collapse repeated slashes, drop a trailing slash and a `.json`
+/// format suffix. Applied before routing.
+pub fn normalize_uri(uri: &Uri) -> Option<Uri> {
+    let path = uri.path();
+    let needs =
+        path.contains("//") || (path.len() > 1 && path.ends_with('/')) || path.ends_with(".json");
+    if !needs {
+        return None;
+    }
+    let mut clean = String::with_capacity(path.len());
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        clean.push('/');
+        clean.push_str(seg);
+    }
+    if clean.is_empty() {
+        clean.push('/');
+    }
+    if let Some(stripped) = clean.strip_suffix(".json") {
+        if !stripped.is_empty() && !stripped.starts_with("/blobs/") {
+            clean.truncate(stripped.len());
+        }
+    }
+    let pq = match uri.query() {
+        Some(q) => format!("{clean}?{q}"),
+        None => clean,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = pq.parse().ok();
+    Uri::from_parts(parts).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_uri;
+
+    #[test]
+    fn collapses_slashes_like_rails() {
+        let n = |s: &str| normalize_uri(&s.parse().unwrap()).map(|u| u.to_string());
+        assert_eq!(
+            n("//create?number=1").as_deref(),
+            Some("//create?number=1").and(Some("/create?number=1"))
+        );
+        assert_eq!(n("/user/").as_deref(), Some("/user"));
+        assert_eq!(n("/friends.json").as_deref(), Some("/friends"));
+        assert_eq!(n("/user"), None);
+        assert_eq!(n("/"), None);
+    }
+}

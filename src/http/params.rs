@@ -1,0 +1,243 @@
+//! Request parameters the Rails way (wire.md "Common rules"): query string, JSON, form and
+//! multipart text fields merged into one JSON object, body fields winning; and the bearer-token
+//! extractors built on it.
+
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+use crate::auth::TokenProblem;
+use crate::db::users::UserId;
+use crate::state::AppState;
+
+/// All parameters of a request as one object.
+#[derive(Debug, Default)]
+pub struct Params(pub Map<String, Value>);
+
+impl Params {
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.get(key)
+    }
+
+    /// A scalar parameter as text (numbers too, as the iOS client sends some ids as numbers).
+    pub fn text(&self, key: &str) -> Option<String> {
+        scalar_text(self.0.get(key)?)
+    }
+}
+
+pub fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Insert `key=value` with Rails bracket nesting: `user[first_name]`, `ids[]`.
+fn insert_pair(map: &mut Map<String, Value>, key: &str, value: String) {
+    match key.split_once('[') {
+        Some((head, rest)) if !head.is_empty() && rest.ends_with(']') => {
+            let inner = &rest[..rest.len() - 1];
+            let slot = map.entry(head.to_string());
+            if inner.is_empty() {
+                let arr = slot.or_insert_with(|| Value::Array(Vec::new()));
+                if let Value::Array(a) = arr {
+                    a.push(Value::String(value));
+                }
+            } else {
+                let obj = slot.or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(o) = obj {
+                    o.insert(inner.to_string(), Value::String(value));
+                }
+            }
+        }
+        _ => {
+            map.insert(key.to_string(), Value::String(value));
+        }
+    }
+}
+
+pub fn parse_query(query: Option<&str>, into: &mut Map<String, Value>) {
+    if let Some(q) = query {
+        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+            insert_pair(into, &k, v.into_owned());
+        }
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::too_large(format!("The request body is larger than {limit} bytes.")))
+}
+
+impl FromRequest<AppState> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let mut map = Map::new();
+        parse_query(parts.uri.query(), &mut map);
+        let ctype = content_type(&parts.headers);
+        let limit = state.config.limits.body_bytes;
+        if ctype.starts_with("multipart/form-data") {
+            let boundary = multer::parse_boundary(&ctype)
+                .map_err(|_| ApiError::bad_request("The multipart body has no boundary."))?;
+            let stream = http_body_util::BodyStream::new(http_body_util::Limited::new(body, limit));
+            let stream = futures_util::StreamExt::filter_map(stream, |frame| async move {
+                match frame {
+                    Ok(f) => f.into_data().ok().map(Ok::<_, std::io::Error>),
+                    Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
+                }
+            });
+            let mut multipart = multer::Multipart::new(stream, boundary);
+            while let Some(field) = multipart
+                .next_field()
+                .await
+                .map_err(|e| ApiError::bad_request(format!("Malformed multipart body: {e}")))?
+            {
+                let name = field.name().unwrap_or("").to_string();
+                if field.file_name().is_some() {
+                    continue; // files are read by the upload handler itself
+                }
+                let text = field
+                    .text()
+                    .await
+                    .map_err(|e| ApiError::bad_request(format!("Malformed multipart body: {e}")))?;
+                insert_pair(&mut map, &name, text);
+            }
+            return Ok(Params(map));
+        }
+        let bytes = read_body(body, limit).await?;
+        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            return Ok(Params(map));
+        }
+        if ctype.starts_with("application/x-www-form-urlencoded") {
+            for (k, v) in form_urlencoded::parse(&bytes) {
+                insert_pair(&mut map, &k, v.into_owned());
+            }
+        } else {
+            // JSON is the default, as Rails parses JSON for `application/json` and clients often
+            // omit the header on query-string requests with a JSON-looking body.
+            match serde_json::from_slice::<Value>(&bytes) {
+                Ok(Value::Object(body)) => map.extend(body),
+                Ok(other) => {
+                    map.insert("_json".into(), other);
+                }
+                Err(e) if ctype.contains("json") || ctype.is_empty() => {
+                    return Err(ApiError::bad_request(format!(
+                        "The JSON body could not be parsed: {e}"
+                    )))
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(Params(map))
+    }
+}
+
+/// The bearer token of a request: `Authorization: Bearer`, else `access_token`/`bearer_token`.
+pub fn bearer_token(headers: &HeaderMap, params: &Map<String, Value>) -> Option<String> {
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_at_checked(7)?;
+            scheme
+                .eq_ignore_ascii_case("bearer ")
+                .then(|| rest.trim().to_string())
+        })
+        .filter(|t| !t.is_empty());
+    from_header.or_else(|| {
+        ["access_token", "bearer_token"]
+            .iter()
+            .find_map(|k| params.get(*k).and_then(scalar_text))
+            .filter(|t| !t.is_empty())
+    })
+}
+
+/// An authenticated request with its parameters (token may also sit in the body).
+pub struct Authed {
+    pub user: UserId,
+    pub params: Params,
+}
+
+impl FromRequest<AppState> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let headers = req.headers().clone();
+        let params = Params::from_request(req, state).await?;
+        let token = bearer_token(&headers, &params.0)
+            .ok_or(ApiError::Unauthorized(TokenProblem::Invalid))?;
+        let user = state
+            .auth
+            .authenticate(&token)
+            .await
+            .map_err(ApiError::Unauthorized)?;
+        Ok(Authed { user, params })
+    }
+}
+
+/// An authenticated request whose body the handler reads itself (uploads): token from the
+/// header or the query string only.
+pub struct AuthedUser(pub UserId);
+
+impl FromRequestParts<AppState> for AuthedUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let mut query = Map::new();
+        parse_query(parts.uri.query(), &mut query);
+        let token = bearer_token(&parts.headers, &query)
+            .ok_or(ApiError::Unauthorized(TokenProblem::Invalid))?;
+        let user = state
+            .auth
+            .authenticate(&token)
+            .await
+            .map_err(ApiError::Unauthorized)?;
+        Ok(AuthedUser(user))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rails_bracket_keys_nest() {
+        let mut m = Map::new();
+        parse_query(
+            Some("user[first_name]=Ada&user[last_name]=L&ids[]=1&ids[]=2&plain=x"),
+            &mut m,
+        );
+        assert_eq!(m["user"]["first_name"], "Ada");
+        assert_eq!(m["ids"], serde_json::json!(["1", "2"]));
+        assert_eq!(m["plain"], "x");
+    }
+
+    #[test]
+    fn bearer_from_header_then_params() {
+        let mut h = HeaderMap::new();
+        let mut p = Map::new();
+        p.insert("access_token".into(), "q".into());
+        assert_eq!(bearer_token(&h, &p).as_deref(), Some("q"));
+        h.insert(header::AUTHORIZATION, "bearer abc".parse().unwrap());
+        assert_eq!(bearer_token(&h, &p).as_deref(), Some("abc"));
+    }
+}

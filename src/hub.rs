@@ -1,0 +1,291 @@
+//! Pub/sub between channels and websocket connections. Streams are a user's home stream (their
+//! `ChatsChannel` subscriptions) and a chat's stream (its `ChatChannel` subscriptions).
+//!
+//! Fan-out never holds a lock while delivering: each stream's subscriber list is an immutable
+//! `Arc<Vec<_>>` replaced on change (copy-on-write), so a broadcast clones one `Arc` under a
+//! short read lock and then delivers lock-free. A payload is encoded once; the frame around it
+//! (`{"identifier":…,"message":…}`) is built once per distinct identifier and shared by
+//! reference count, never copied per subscriber. Delivery is `try_send` into each connection's
+//! bounded queue: a connection whose queue is full is too slow and is cut off, so it can never
+//! slow down anyone else.
+//!
+//! Multi-server deployments would put a [`Bridge`] beside the hub that forwards each local
+//! publish to a broker (NATS, Redis) and feeds remote publishes into [`Hub::deliver_local`],
+//! as ActionCable's redis adapter does.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use parking_lot::RwLock;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::chats::ChatId;
+use crate::db::users::UserId;
+
+pub type ConnId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    User(UserId),
+    Chat(ChatId),
+}
+
+/// What a connection's writer task is asked to do.
+#[derive(Debug)]
+pub enum Outbound {
+    Frame(Utf8Bytes),
+    /// Send `{"type":"disconnect",…}` and close.
+    Disconnect {
+        reason: &'static str,
+        reconnect: bool,
+    },
+}
+
+/// A live websocket as the rest of the server sees it.
+#[derive(Clone, Debug)]
+pub struct ConnHandle {
+    pub id: ConnId,
+    pub user: UserId,
+    tx: mpsc::Sender<Outbound>,
+    /// Cancelled when the connection must die at once (too slow, oversized frame).
+    pub kill: CancellationToken,
+    /// Close code to send when killed (0 = none).
+    close_code: Arc<AtomicU16>,
+}
+
+impl ConnHandle {
+    pub fn new(id: ConnId, user: UserId, tx: mpsc::Sender<Outbound>) -> Self {
+        ConnHandle {
+            id,
+            user,
+            tx,
+            kill: CancellationToken::new(),
+            close_code: Arc::new(AtomicU16::new(0)),
+        }
+    }
+
+    /// End the connection now with a close frame carrying `code`.
+    pub fn close(&self, code: u16) {
+        let _ = self
+            .close_code
+            .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
+        self.kill.cancel();
+    }
+
+    /// The close code asked for by [`ConnHandle::close`], if any.
+    pub fn close_code(&self) -> Option<u16> {
+        Some(self.close_code.load(Ordering::SeqCst)).filter(|c| *c != 0)
+    }
+
+    /// Queue a frame; a full queue means the client does not keep up: disconnect it.
+    pub fn send(&self, frame: Utf8Bytes) {
+        match self.tx.try_send(Outbound::Frame(frame)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.kill.is_cancelled() {
+                    log::warn!(
+                        "connection {} of user {} is too slow; disconnecting it",
+                        self.id,
+                        self.user.0
+                    );
+                    self.close(1013); // "try again later"
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    pub fn disconnect(&self, reason: &'static str, reconnect: bool) {
+        if self
+            .tx
+            .try_send(Outbound::Disconnect { reason, reconnect })
+            .is_err()
+        {
+            self.kill.cancel();
+        }
+    }
+}
+
+/// `{"identifier":"<id>","message":<payload>}` with the identifier echoed verbatim.
+pub fn channel_frame(identifier: &str, payload: &str) -> String {
+    let ident = serde_json::to_string(identifier).expect("strings serialize");
+    let mut out = String::with_capacity(ident.len() + payload.len() + 26);
+    out.push_str("{\"identifier\":");
+    out.push_str(&ident);
+    out.push_str(",\"message\":");
+    out.push_str(payload);
+    out.push('}');
+    out
+}
+
+#[derive(Clone)]
+struct Subscriber {
+    conn: ConnHandle,
+    identifier: Arc<str>,
+}
+
+/// Carries publishes between servers (see the module docs); none is needed for one server.
+pub trait Bridge: Send + Sync {
+    fn publish(&self, stream: Stream, payload: &str);
+}
+
+#[derive(Default)]
+pub struct Hub {
+    streams: RwLock<HashMap<Stream, Arc<Vec<Subscriber>>>>,
+    conns: RwLock<HashMap<ConnId, ConnHandle>>,
+    next_id: AtomicU64,
+    bridge: RwLock<Option<Arc<dyn Bridge>>>,
+    /// Deliveries made (frames queued), for the load tool and tests.
+    pub deliveries: AtomicU64,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn set_bridge(&self, bridge: Arc<dyn Bridge>) {
+        *self.bridge.write() = Some(bridge);
+    }
+
+    pub fn register(&self, user: UserId, tx: mpsc::Sender<Outbound>) -> ConnHandle {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let handle = ConnHandle::new(id, user, tx);
+        self.conns.write().insert(id, handle.clone());
+        handle
+    }
+
+    pub fn unregister(&self, id: ConnId) {
+        self.conns.write().remove(&id);
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.read().len()
+    }
+
+    pub fn subscribe(&self, stream: Stream, conn: &ConnHandle, identifier: Arc<str>) {
+        let mut streams = self.streams.write();
+        let entry = streams.entry(stream).or_default();
+        let mut next: Vec<Subscriber> = entry.as_ref().clone();
+        next.push(Subscriber {
+            conn: conn.clone(),
+            identifier,
+        });
+        *entry = Arc::new(next);
+    }
+
+    pub fn unsubscribe(&self, stream: Stream, conn: ConnId, identifier: &str) {
+        let mut streams = self.streams.write();
+        if let Some(entry) = streams.get_mut(&stream) {
+            let next: Vec<Subscriber> = entry
+                .iter()
+                .filter(|s| !(s.conn.id == conn && &*s.identifier == identifier))
+                .cloned()
+                .collect();
+            if next.is_empty() {
+                streams.remove(&stream);
+            } else {
+                *entry = Arc::new(next);
+            }
+        }
+    }
+
+    /// Publish `payload` (an encoded channel message) to every subscription of `stream`.
+    pub fn broadcast(&self, stream: Stream, payload: &str) {
+        if let Some(bridge) = self.bridge.read().as_ref() {
+            bridge.publish(stream, payload);
+        }
+        self.deliver_local(stream, payload);
+    }
+
+    /// Deliver to this server's subscribers only.
+    pub fn deliver_local(&self, stream: Stream, payload: &str) {
+        let subscribers = match self.streams.read().get(&stream) {
+            Some(list) => list.clone(),
+            None => return,
+        };
+        // Most subscriptions of a stream share one identifier string: build each frame once.
+        let mut frames: Vec<(Arc<str>, Utf8Bytes)> = Vec::with_capacity(2);
+        for sub in subscribers.iter() {
+            let frame = match frames
+                .iter()
+                .find(|(id, _)| Arc::ptr_eq(id, &sub.identifier) || **id == *sub.identifier)
+            {
+                Some((_, f)) => f.clone(),
+                None => {
+                    let f = Utf8Bytes::from(channel_frame(&sub.identifier, payload));
+                    frames.push((sub.identifier.clone(), f.clone()));
+                    f
+                }
+            };
+            sub.conn.send(frame);
+        }
+        self.deliveries
+            .fetch_add(subscribers.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Send a disconnect frame to every connection of `user`.
+    pub fn disconnect_user(&self, user: UserId, reason: &'static str, reconnect: bool) {
+        for conn in self.conns.read().values().filter(|c| c.user == user) {
+            conn.disconnect(reason, reconnect);
+        }
+    }
+
+    pub fn disconnect_all(&self, reason: &'static str, reconnect: bool) {
+        for conn in self.conns.read().values() {
+            conn.disconnect(reason, reconnect);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fan_out_shares_one_frame_per_identifier() {
+        let hub = Hub::new();
+        let (tx1, mut rx1) = mpsc::channel(4);
+        let (tx2, mut rx2) = mpsc::channel(4);
+        let a = hub.register(UserId(1), tx1);
+        let b = hub.register(UserId(2), tx2);
+        let ident: Arc<str> = Arc::from(r#"{"channel":"ChatChannel", "id":"6"}"#);
+        hub.subscribe(Stream::Chat(ChatId(6)), &a, ident.clone());
+        hub.subscribe(Stream::Chat(ChatId(6)), &b, Arc::from(ident.to_string()));
+        hub.broadcast(Stream::Chat(ChatId(6)), r#"{"message":{"body":"hi"}}"#);
+        let (Some(Outbound::Frame(f1)), Some(Outbound::Frame(f2))) =
+            (rx1.recv().await, rx2.recv().await)
+        else {
+            panic!("no frames")
+        };
+        assert_eq!(
+            f1.as_str(),
+            r#"{"identifier":"{\"channel\":\"ChatChannel\", \"id\":\"6\"}","message":{"message":{"body":"hi"}}}"#
+        );
+        // The same allocation reaches both subscribers.
+        assert_eq!(f1.as_str().as_ptr(), f2.as_str().as_ptr());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_cuts_off_only_that_connection() {
+        let hub = Hub::new();
+        let (slow_tx, _slow_rx) = mpsc::channel(1);
+        let (fast_tx, mut fast_rx) = mpsc::channel(16);
+        let slow = hub.register(UserId(1), slow_tx);
+        let fast = hub.register(UserId(2), fast_tx);
+        for c in [&slow, &fast] {
+            hub.subscribe(Stream::User(UserId(9)), c, Arc::from("{}"));
+        }
+        for _ in 0..3 {
+            hub.broadcast(Stream::User(UserId(9)), "1");
+        }
+        assert!(slow.kill.is_cancelled());
+        assert!(!fast.kill.is_cancelled());
+        for _ in 0..3 {
+            assert!(matches!(fast_rx.recv().await, Some(Outbound::Frame(_))));
+        }
+    }
+}

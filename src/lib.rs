@@ -1,0 +1,16 @@
+//! hangin: a self-hosted server for the Hangin chat app. See ARCHITECTURE.md for the map.
+
+pub mod auth;
+pub mod cable;
+pub mod channels;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod drivers;
+pub mod http;
+pub mod hub;
+pub mod people;
+pub mod server;
+pub mod service;
+pub mod state;
+pub mod wire;

@@ -1,0 +1,167 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use hangin::cli::{Cli, ClientCommand, Command, ConfigCommand, OtpCommand};
+use hangin::config::{self, Config, Sources};
+use hangin::{auth, db, drivers};
+
+/// Exit code for configuration problems (and nothing else), as the operator docs promise.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let sources = Sources {
+        file_required: cli.global.config.is_some(),
+        file: Some(
+            cli.global
+                .config
+                .clone()
+                .unwrap_or_else(config::default_config_path),
+        ),
+        listen: cli.global.listen.clone(),
+        data_dir: cli.global.data_dir.clone(),
+    };
+    let (config, warnings) = match Config::load(&sources) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hangin: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    hangin::service::init_logging(&config.log_level);
+    for w in warnings {
+        log::warn!("{w}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hangin: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli.command.unwrap_or(Command::Serve), config));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            log::error!("{e:#}");
+            eprintln!("hangin: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve => {
+            hangin::server::serve(config).await?;
+        }
+        Command::Migrate => {
+            std::fs::create_dir_all(&config.data_dir)?;
+            let path = config.db_path();
+            let ran = db::migrate(&path)?;
+            let (applied, latest) = db::migration_status(&path)?;
+            println!(
+                "{}: {ran} migration(s) applied; schema version {applied} of {latest}",
+                path.display()
+            );
+        }
+        Command::Client(cmd) => client(cmd, &config).await?,
+        Command::Backup { path } => {
+            let src = config.db_path();
+            if !src.exists() {
+                anyhow::bail!("no database at {}", src.display());
+            }
+            let started = std::time::Instant::now();
+            db::backup(&src, &path)?;
+            println!(
+                "backed up {} to {} in {:.1} s",
+                src.display(),
+                path.display(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Command::Config(ConfigCommand::Check) => {
+            drivers::otp::from_config(&config)?;
+            drivers::push::from_config(&config)?;
+            print!("{}", config.masked_toml());
+            eprintln!("configuration OK");
+        }
+        Command::Otp(OtpCommand::Send { number }) => {
+            let Some(number) = hangin::people::numbers::normalize(&number) else {
+                anyhow::bail!("{number:?} is not a 10-digit US number");
+            };
+            let sender = drivers::otp::from_config(&config)?;
+            let code = auth::otp::generate_code();
+            let message = drivers::otp::OtpMessage {
+                text: drivers::otp::render(&config.otp.message, &code),
+                number: number.clone(),
+                code,
+                expires_at: db::now_ms() / 1000 + config.auth.otp_ttl_seconds as i64,
+            };
+            match sender.send(&message).await {
+                Ok(()) => println!(
+                    "sent a test message to {} via the {:?} driver",
+                    number, config.otp.driver
+                ),
+                Err(e) => {
+                    eprintln!("hangin: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn client(cmd: ClientCommand, config: &Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let store = db::Db::open(&config.db_path())?;
+    match cmd {
+        ClientCommand::Create { name, json } => {
+            let created = store
+                .write(move |c| auth::clients::create(c, &name))
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string(&created)?);
+            } else {
+                println!("client_id: {}", created.client_id);
+                println!("client_secret: {}", created.client_secret);
+            }
+        }
+        ClientCommand::List { json } => {
+            let list = store.read(db::clients::list).await?;
+            if json {
+                let rows: Vec<_> = list
+                    .iter()
+                    .map(|c| serde_json::json!({"name": c.name, "client_id": c.uid, "created_at": hangin::wire::iso_ms(c.created_at)}))
+                    .collect();
+                println!("{}", serde_json::to_string(&rows)?);
+            } else if list.is_empty() {
+                println!("no clients");
+            } else {
+                for c in list {
+                    println!(
+                        "{}\t{}\t{}",
+                        c.name,
+                        c.uid,
+                        hangin::wire::iso_ms(c.created_at)
+                    );
+                }
+            }
+        }
+        ClientCommand::Delete { client } => {
+            let gone = store
+                .write(move |c| db::clients::delete(c, &client))
+                .await?;
+            if gone == 0 {
+                anyhow::bail!("no client with that id or name");
+            }
+            println!("deleted {gone} client(s)");
+        }
+    }
+    store.close();
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! What every handler and channel can reach.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Auth;
+use crate::channels::Engine;
+use crate::config::Config;
+use crate::db::Db;
+use crate::drivers::push::PushQueue;
+use crate::http::client_ip::Cidr;
+use crate::hub::Hub;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub auth: Arc<Auth>,
+    pub hub: Arc<Hub>,
+    pub engine: Arc<Engine>,
+    pub push: PushQueue,
+    pub trusted_proxies: Arc<Vec<Cidr>>,
+    /// Cancelled when the server begins to shut down.
+    pub shutdown: CancellationToken,
+}

@@ -1,0 +1,581 @@
+//! Integration-test harness: the real `hangin` binary on 127.0.0.1:0 with a fresh data dir,
+//! driven over real TCP (HTTP via reqwest, websockets via tokio-tungstenite). OTP codes are read
+//! from the `log` driver's lines on the server's stderr, as an operator would.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hangin");
+
+pub struct Server {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub data_dir: PathBuf,
+    pub base: String,
+    pub port: u16,
+    pub client_id: String,
+    pub client_secret: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+    env: Vec<(String, String)>,
+}
+
+/// Environment every test server gets: loopback only, no mDNS, generous per-address limit.
+fn base_env(data_dir: &Path) -> Vec<(String, String)> {
+    vec![
+        ("HANGIN_LISTEN".into(), "127.0.0.1:0".into()),
+        ("HANGIN_DATA_DIR".into(), data_dir.display().to_string()),
+        ("HANGIN_MDNS__ENABLED".into(), "false".into()),
+        (
+            "HANGIN_AUTH__CREATE_PER_ADDRESS_PER_HOUR".into(),
+            "1000000".into(),
+        ),
+        ("HANGIN_AUTH__OTP_RESEND_SECONDS".into(), "0".into()),
+        ("HANGIN_LOG_LEVEL".into(), "info".into()),
+    ]
+}
+
+/// Run a `hangin` subcommand against a data dir; (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("JOURNAL_STREAM")
+        .env("HANGIN_MDNS__ENABLED", "false")
+        .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        .output()
+        .expect("run hangin");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Server {
+    pub fn start(extra: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        Self::start_in(dir, data_dir, extra)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, data_dir: PathBuf, extra: &[(&str, &str)]) -> Server {
+        let mut env = base_env(&data_dir);
+        for (k, v) in extra {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        let (code, out, err) = run_cli(
+            &[
+                "client",
+                "create",
+                "tests",
+                "--json",
+                "--data-dir",
+                &data_dir.display().to_string(),
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "client create failed: {err}");
+        let creds: Value = serde_json::from_str(out.trim()).expect("client json");
+        let mut server = Server {
+            child: spawn(&env),
+            dir,
+            data_dir,
+            base: String::new(),
+            port: 0,
+            client_id: creds["client_id"].as_str().unwrap().to_string(),
+            client_secret: creds["client_secret"].as_str().unwrap().to_string(),
+            log: Arc::new(Mutex::new(Vec::new())),
+            env,
+        };
+        server.attach_log();
+        server
+    }
+
+    fn attach_log(&mut self) {
+        let stderr = self.child.stderr.take().expect("stderr piped");
+        let log = self.log.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                if std::env::var_os("HANGIN_TEST_LOG").is_some() {
+                    eprintln!("[server] {line}");
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "server did not start; log:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                )
+            });
+        self.port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        self.base = format!("http://{addr}");
+    }
+
+    /// SIGKILL and start again on the same data dir (and port).
+    pub fn kill9_and_restart(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+        self.restart_same_port();
+    }
+
+    pub fn restart_same_port(&mut self) {
+        let port = self.port;
+        self.env.retain(|(k, _)| k != "HANGIN_LISTEN");
+        self.env
+            .push(("HANGIN_LISTEN".into(), format!("127.0.0.1:{port}")));
+        self.log.lock().unwrap().clear();
+        self.child = spawn(&self.env);
+        self.attach_log();
+    }
+
+    /// SIGTERM; the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/cable", self.port)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The newest OTP code the log driver printed for `number`.
+    pub async fn otp(&self, number: &str) -> String {
+        let needle = format!("OTP for {number}: ");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(code) = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .find_map(|l| l.split(&needle).nth(1).map(|c| c.trim().to_string()))
+            {
+                return code;
+            }
+            assert!(Instant::now() < deadline, "no OTP for {number}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    }
+
+    pub async fn request_code(&self, number: &str) -> reqwest::Response {
+        self.http()
+            .post(self.url("/create"))
+            .query(&[("number", number)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn password_grant(&self, number: &str, code: &str) -> reqwest::Response {
+        self.token(&[
+            ("grant_type", "password"),
+            ("number", number),
+            ("code", code),
+        ])
+        .await
+    }
+
+    pub async fn refresh_grant(&self, refresh: &str) -> reqwest::Response {
+        self.token(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])
+            .await
+    }
+
+    /// Token request with the client credentials in the query string, as both real clients do.
+    pub async fn token(&self, params: &[(&str, &str)]) -> reqwest::Response {
+        let mut all = vec![
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.as_str()),
+        ];
+        all.extend_from_slice(params);
+        self.http()
+            .post(self.url("/oauth/token"))
+            .query(&all)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Log a new number in and set its names.
+    pub async fn sign_up(&self, first: &str, last: &str) -> User {
+        let number = fresh_number();
+        assert_eq!(self.request_code(&number).await.status(), 204);
+        let code = self.otp(&number).await;
+        let r = self.password_grant(&number, &code).await;
+        assert_eq!(r.status(), 200);
+        let t: Value = r.json().await.unwrap();
+        let user = User {
+            number,
+            uuid: t["uuid"].as_str().unwrap().into(),
+            token: t["access_token"].as_str().unwrap().into(),
+            refresh: t["refresh_token"].as_str().unwrap().into(),
+            first: first.into(),
+            last: last.into(),
+        };
+        let r = self
+            .http()
+            .patch(self.url("/user"))
+            .bearer_auth(&user.token)
+            .json(&json!({"user": {"first_name": first, "last_name": last}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        user
+    }
+
+    pub async fn add_friends(&self, owner: &User, others: &[&User]) {
+        let friends: Vec<Value> = others
+            .iter()
+            .map(|o| json!({"first_name": o.first, "last_name": o.last, "number": o.number}))
+            .collect();
+        let r = self
+            .http()
+            .post(self.url("/friends"))
+            .bearer_auth(&owner.token)
+            .json(&json!({ "friends": friends }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+
+    pub async fn befriend(&self, a: &User, b: &User) {
+        self.add_friends(a, &[b]).await;
+        self.add_friends(b, &[a]).await;
+    }
+
+    pub async fn cable(&self, user: &User) -> Cable {
+        Cable::connect(&format!("{}?access_token={}", self.ws_url(), user.token)).await
+    }
+
+    /// A cable connection subscribed to ChatsChannel, with `chats` and `contacts_online` read.
+    pub async fn online(&self, user: &User) -> Cable {
+        let mut c = self.cable(user).await;
+        c.subscribe(CHATS).await;
+        c.payload(CHATS, "chats").await;
+        c.payload(CHATS, "contacts_online").await;
+        c
+    }
+}
+
+fn spawn(env: &[(String, String)]) -> Child {
+    Command::new(BIN)
+        .arg("serve")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("HANGIN_CONFIG")
+        .envs(env.iter().cloned())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hangin")
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn fresh_number() -> String {
+    use rand::Rng;
+    format!("555{:07}", rand::thread_rng().gen_range(0..10_000_000))
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub number: String,
+    pub uuid: String,
+    pub token: String,
+    pub refresh: String,
+    pub first: String,
+    pub last: String,
+}
+
+impl User {
+    /// The contact object others see for this user.
+    pub fn contact(&self) -> Value {
+        json!({"uuid": self.uuid, "first_name": self.first, "last_name": self.last, "number": self.number, "profile_pic": null})
+    }
+}
+
+pub const CHATS: &str = r#"{"channel":"ChatsChannel"}"#;
+
+pub fn chat_ident(id: i64) -> String {
+    format!(r#"{{"channel":"ChatChannel", "id":"{id}"}}"#)
+}
+
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(3);
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One websocket speaking ActionCable JSON; pings are set aside.
+pub struct Cable {
+    pub ws: Ws,
+    pub backlog: Vec<Value>,
+    pub pings: Vec<Value>,
+    pub closed: Option<Option<u16>>,
+}
+
+impl Cable {
+    pub async fn connect(url: &str) -> Cable {
+        let mut c = Self::connect_raw(url).await;
+        let first = c.next_frame(|_| true).await;
+        assert_eq!(first, json!({"type": "welcome"}));
+        c
+    }
+
+    pub async fn connect_raw(url: &str) -> Cable {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connect");
+        Cable {
+            ws,
+            backlog: Vec::new(),
+            pings: Vec::new(),
+            closed: None,
+        }
+    }
+
+    async fn recv(&mut self, timeout: Duration) -> Option<Value> {
+        loop {
+            let msg = match tokio::time::timeout(timeout, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(None) => {
+                    self.closed.get_or_insert(None);
+                    return None;
+                }
+                Ok(Some(Err(_))) => {
+                    self.closed.get_or_insert(None);
+                    return None;
+                }
+                Ok(Some(Ok(m))) => m,
+            };
+            match msg {
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(&t).expect("server frames are JSON");
+                    if v["type"] == "ping" {
+                        self.pings.push(v);
+                        continue;
+                    }
+                    return Some(v);
+                }
+                Message::Close(frame) => {
+                    self.closed = Some(frame.map(|f| u16::from(f.code)));
+                    return None;
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// The first frame (backlog first) matching `pred`; panics after FRAME_TIMEOUT.
+    pub async fn next_frame(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.backlog.iter().position(&pred) {
+            return self.backlog.remove(i);
+        }
+        let deadline = Instant::now() + FRAME_TIMEOUT;
+        while Instant::now() < deadline {
+            match self.recv(deadline - Instant::now()).await {
+                Some(f) if pred(&f) => return f,
+                Some(f) => self.backlog.push(f),
+                None if self.closed.is_some() => break,
+                None => {}
+            }
+        }
+        panic!(
+            "no matching frame; backlog: {:?}; closed: {:?}",
+            self.backlog, self.closed
+        );
+    }
+
+    /// Every frame arriving within `wait` (pings aside), backlog first.
+    pub async fn drain(&mut self, wait: Duration) -> Vec<Value> {
+        let mut out = std::mem::take(&mut self.backlog);
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            match self.recv(deadline - Instant::now()).await {
+                Some(f) => out.push(f),
+                None => break,
+            }
+        }
+        out
+    }
+
+    pub async fn send_raw(&mut self, text: &str) {
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn command(&mut self, command: &str, identifier: &str, data: Option<Value>) {
+        let mut msg = json!({"command": command, "identifier": identifier});
+        if let Some(d) = data {
+            msg["data"] = Value::String(d.to_string());
+        }
+        self.send_raw(&msg.to_string()).await;
+    }
+
+    /// Subscribe and return the confirmation or rejection type.
+    pub async fn subscribe_result(&mut self, identifier: &str) -> String {
+        self.command("subscribe", identifier, None).await;
+        let f = self
+            .next_frame(|f| {
+                f["identifier"] == identifier
+                    && (f["type"] == "confirm_subscription" || f["type"] == "reject_subscription")
+            })
+            .await;
+        f["type"].as_str().unwrap().to_string()
+    }
+
+    pub async fn subscribe(&mut self, identifier: &str) {
+        assert_eq!(
+            self.subscribe_result(identifier).await,
+            "confirm_subscription"
+        );
+    }
+
+    pub async fn perform(&mut self, identifier: &str, action: &str, mut data: Value) {
+        data["action"] = json!(action);
+        self.command("message", identifier, Some(data)).await;
+    }
+
+    /// The next payload on `identifier` holding `key`.
+    pub async fn payload(&mut self, identifier: &str, key: &str) -> Value {
+        let f = self
+            .next_frame(|f| f["identifier"] == identifier && f["message"].get(key).is_some())
+            .await;
+        f["message"][key].clone()
+    }
+
+    pub async fn event(&mut self, key: &str) -> Value {
+        self.payload(CHATS, key).await
+    }
+
+    /// Assert nothing but pings arrives within `wait`.
+    pub async fn assert_quiet(&mut self, wait: Duration) {
+        let frames = self.drain(wait).await;
+        assert!(frames.is_empty(), "unexpected frames: {frames:?}");
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// Build a tiny valid PNG.
+pub fn tiny_png() -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc32(&body).to_be_bytes());
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&1u32.to_be_bytes());
+    ihdr.extend_from_slice(&1u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    // zlib stream of one uncompressed block: filter byte + RGB pixel
+    let raw = [0u8, 255, 0, 0];
+    let mut z = vec![
+        0x78,
+        0x01,
+        0x01,
+        raw.len() as u8,
+        0,
+        !(raw.len() as u8),
+        0xff,
+    ];
+    z.extend_from_slice(&raw);
+    z.extend_from_slice(&adler32(&raw).to_be_bytes());
+    chunk(&mut out, b"IDAT", &z);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn adler32(data: &[u8]) -> u32 {
+    let (mut a, mut b) = (1u32, 0u32);
+    for &d in data {
+        a = (a + d as u32) % 65521;
+        b = (b + a) % 65521;
+    }
+    (b << 16) | a
+}
+
+/// Frames grouped by their identifier, for assertions over a whole drain.
+pub fn by_identifier(frames: &[Value]) -> HashMap<String, Vec<Value>> {
+    let mut out: HashMap<String, Vec<Value>> = HashMap::new();
+    for f in frames {
+        out.entry(f["identifier"].as_str().unwrap_or("").to_string())
+            .or_default()
+            .push(f.clone());
+    }
+    out
+}
