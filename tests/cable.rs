@@ -565,3 +565,18 @@ async fn sigterm_sends_server_restart_and_exits_zero() {
     );
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn plain_http_to_cable_is_a_json_404() {
+    let s = Server::start(&[]);
+    let r = s.http().get(s.url("/cable")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+    let r = s.http().delete(s.url("/friends")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "method_not_allowed"
+    );
+}

@@ -21,7 +21,10 @@ async fn official_actioncable_client_works_unmodified() {
         assert!(status.success(), "npm ci failed in {}", dir.display());
     }
     let s = Server::start(&[]);
-    let (a, b) = (s.sign_up("Ada", "Node").await, s.sign_up("Bea", "Node").await);
+    let (a, b) = (
+        s.sign_up("Ada", "Node").await,
+        s.sign_up("Bea", "Node").await,
+    );
     s.befriend(&a, &b).await;
     let cable_url = s.ws_url();
     let out = tokio::task::spawn_blocking(move || {
@@ -40,6 +43,10 @@ async fn official_actioncable_client_works_unmodified() {
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "node client failed:\n{stdout}\n{stderr}\nserver log:\n{}", s.log_text());
+    assert!(
+        out.status.success(),
+        "node client failed:\n{stdout}\n{stderr}\nserver log:\n{}",
+        s.log_text()
+    );
     assert!(stdout.contains("all frames received"), "{stdout}");
 }

@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Map;
 use tokio::sync::mpsc;
@@ -19,6 +20,7 @@ use tokio::sync::mpsc;
 use self::protocol::{ChannelRef, Command};
 use crate::channels::ChannelError;
 use crate::http::client_ip::{origin, Peer};
+use crate::http::error::ApiError;
 use crate::http::params::{bearer_token, parse_query};
 use crate::hub::{ConnHandle, Outbound};
 use crate::state::AppState;
@@ -30,11 +32,16 @@ const WRITE_BUFFER: usize = 0;
 
 pub async fn upgrade(
     State(state): State<AppState>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     headers: HeaderMap,
     uri: axum::http::Uri,
     peer: Option<axum::Extension<Peer>>,
 ) -> Response {
+    let Ok(ws) = ws else {
+        // Like the original: a plain HTTP request to /cable is not found.
+        return ApiError::not_found("/cable speaks the ActionCable websocket protocol only.")
+            .into_response();
+    };
     let mut query = Map::new();
     parse_query(uri.query(), &mut query);
     let token = bearer_token(&headers, &query);

@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/blobs/{key}", get(user::blob))
         .route("/cable", get(crate::cable::upgrade))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.limits.body_bytes))
         .layer(middleware::from_fn(log_request))
         .layer(cors)
@@ -88,6 +89,14 @@ async fn up(State(state): State<AppState>) -> Response {
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::not_found(format!("No route matches {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::coded(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
 }
 
 async fn log_request(req: Request, next: Next) -> Response {
