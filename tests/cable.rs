@@ -580,3 +580,48 @@ async fn plain_http_to_cable_is_a_json_404() {
         "method_not_allowed"
     );
 }
+
+/// A client that stops reading is cut off once its queue fills; everyone else keeps receiving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_is_disconnected_without_slowing_others() {
+    let s = Server::start(&[("HANGIN_LIMITS__SEND_QUEUE_FRAMES", "16")]);
+    let (a, b, z) = (
+        s.sign_up("Ann", "Able").await,
+        s.sign_up("Bob", "Baker").await,
+        s.sign_up("Zed", "Slow").await,
+    );
+    s.befriend(&a, &b).await;
+    s.befriend(&a, &z).await;
+    let mut ca = s.online(&a).await;
+    ca.perform(CHATS, "createChat", json!({"name": "firehose"}))
+        .await;
+    let id = ca.event("own_chat").await["id"].as_i64().unwrap();
+    let ident = chat_ident(id);
+    let mut cb = s.online(&b).await;
+    cb.subscribe(&ident).await;
+    cb.payload(&ident, "messages").await;
+    let mut slow = s.online(&z).await;
+    slow.subscribe(&ident).await;
+    slow.payload(&ident, "messages").await;
+    // From here on `slow` reads nothing: its socket buffers fill, then its queue of 16. B
+    // speaks and reads each message back: it must get every one, at full speed.
+    let body = "x".repeat(4000);
+    let total = 1500;
+    let started = std::time::Instant::now();
+    for i in 0..total {
+        cb.perform(&ident, "speak", json!({ "body": format!("{i} {body}") }))
+            .await;
+        let got = cb.payload(&ident, "message").await;
+        assert!(got["body"].as_str().unwrap().starts_with(&format!("{i} ")));
+    }
+    eprintln!("{total} round trips in {:?}", started.elapsed());
+    let log = s.log_text();
+    assert!(log.contains("is too slow; disconnecting it"), "log:\n{log}");
+    let frames = slow.drain(Duration::from_secs(3)).await;
+    assert!(
+        frames.len() < total,
+        "the slow client was cut off ({} frames)",
+        frames.len()
+    );
+    assert!(slow.closed.is_some());
+}
