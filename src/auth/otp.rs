@@ -53,12 +53,7 @@ impl CodeHasher {
     }
 
     pub async fn hash(&self, code: String) -> DbResult<String> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|e| DbError::Task(e.to_string()))?;
-        tokio::task::spawn_blocking(move || {
+        self.run(move || {
             let salt = SaltString::generate(&mut rand::rngs::OsRng);
             argon2()
                 .hash_password(code.as_bytes(), &salt)
@@ -66,22 +61,30 @@ impl CodeHasher {
                 .map_err(|e| DbError::Task(format!("argon2: {e}")))
         })
         .await
-        .map_err(|e| DbError::Task(e.to_string()))?
     }
 
     pub async fn verify(&self, code: String, hash: String) -> DbResult<bool> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|e| DbError::Task(e.to_string()))?;
-        tokio::task::spawn_blocking(move || {
+        self.run(move || {
             let parsed =
                 PasswordHash::new(&hash).map_err(|e| DbError::Task(format!("argon2: {e}")))?;
             Ok(argon2().verify_password(code.as_bytes(), &parsed).is_ok())
         })
         .await
-        .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    /// Run argon2 work on a blocking thread once a slot is free.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> DbResult<T> + Send + 'static,
+    ) -> DbResult<T> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| DbError::Task(e.to_string()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| DbError::Task(e.to_string()))?
     }
 }
 
