@@ -67,6 +67,69 @@ fn blank(v: &Option<String>) -> bool {
     v.as_deref().is_none_or(|s| s.trim().is_empty())
 }
 
+/// A new access/refresh pair as the client gets it.
+struct PairSecrets {
+    access: String,
+    refresh: String,
+}
+
+/// The same pair as the database keeps it: hashes only.
+struct PairHashes {
+    access: Vec<u8>,
+    refresh: Vec<u8>,
+}
+
+fn new_pair() -> (PairSecrets, PairHashes) {
+    let secrets = PairSecrets {
+        access: new_secret(),
+        refresh: new_secret(),
+    };
+    let hashes = PairHashes {
+        access: sha256(&secrets.access),
+        refresh: sha256(&secrets.refresh),
+    };
+    (secrets, hashes)
+}
+
+impl PairHashes {
+    /// Insert the token row; `previous` is the row a refresh grant replaces.
+    fn store(
+        &self,
+        conn: &rusqlite::Connection,
+        user_id: UserId,
+        client_id: i64,
+        now: i64,
+        ttl: i64,
+        previous: Option<i64>,
+    ) -> DbResult<i64> {
+        db::tokens::insert(
+            conn,
+            &db::tokens::NewToken {
+                user_id,
+                client_id,
+                token_hash: &self.access,
+                refresh_hash: &self.refresh,
+                created_at: now,
+                expires_in: ttl,
+                previous_token_id: previous,
+            },
+        )
+    }
+}
+
+impl PairSecrets {
+    fn response(self, ttl: i64, created_ms: i64, uuid: Option<String>) -> TokenResponse {
+        TokenResponse {
+            access_token: self.access,
+            token_type: "Bearer",
+            expires_in: ttl,
+            refresh_token: self.refresh,
+            created_at: created_ms / 1000,
+            uuid,
+        }
+    }
+}
+
 pub(super) async fn grant(
     auth: &Auth,
     req: TokenRequest,
@@ -154,9 +217,7 @@ async fn password_grant(
     if !auth.hasher.verify(code, stored.code_hash).await? {
         return Err(AuthError::InvalidGrant);
     }
-    let access = new_secret();
-    let refresh = new_secret();
-    let (access_hash, refresh_hash) = (sha256(&access), sha256(&refresh));
+    let (secrets, hashes) = new_pair();
     let issued = auth
         .db
         .write(move |c| {
@@ -168,30 +229,12 @@ async fn password_grant(
                 Some(u) => u,
                 None => db::users::create(c, &number)?,
             };
-            db::tokens::insert(
-                c,
-                &db::tokens::NewToken {
-                    user_id: user.id,
-                    client_id,
-                    token_hash: &access_hash,
-                    refresh_hash: &refresh_hash,
-                    created_at: now,
-                    expires_in: ttl,
-                    previous_token_id: None,
-                },
-            )?;
+            hashes.store(c, user.id, client_id, now, ttl, None)?;
             Ok(Some((user.uuid, now)))
         })
         .await?;
     let (uuid, created_ms) = issued.ok_or(AuthError::InvalidGrant)?;
-    Ok(TokenResponse {
-        access_token: access,
-        token_type: "Bearer",
-        expires_in: ttl,
-        refresh_token: refresh,
-        created_at: created_ms / 1000,
-        uuid: Some(uuid),
-    })
+    Ok(secrets.response(ttl, created_ms, Some(uuid)))
 }
 
 async fn refresh_grant(
@@ -201,9 +244,7 @@ async fn refresh_grant(
     ttl: i64,
 ) -> Result<TokenResponse, AuthError> {
     let presented = sha256(&refresh_token);
-    let access = new_secret();
-    let refresh = new_secret();
-    let (access_hash, refresh_hash) = (sha256(&access), sha256(&refresh));
+    let (secrets, hashes) = new_pair();
     let issued = db
         .write(move |c| {
             let Some(old) = db::tokens::by_refresh_hash(c, &presented)? else {
@@ -213,30 +254,12 @@ async fn refresh_grant(
             if old.client_id != client_id || !db::tokens::spend_refresh(c, old.id, now)? {
                 return Ok(None);
             }
-            db::tokens::insert(
-                c,
-                &db::tokens::NewToken {
-                    user_id: old.user_id,
-                    client_id,
-                    token_hash: &access_hash,
-                    refresh_hash: &refresh_hash,
-                    created_at: now,
-                    expires_in: ttl,
-                    previous_token_id: Some(old.id),
-                },
-            )?;
+            hashes.store(c, old.user_id, client_id, now, ttl, Some(old.id))?;
             Ok(Some(now))
         })
         .await?;
     let created_ms = issued.ok_or(AuthError::InvalidGrant)?;
-    Ok(TokenResponse {
-        access_token: access,
-        token_type: "Bearer",
-        expires_in: ttl,
-        refresh_token: refresh,
-        created_at: created_ms / 1000,
-        uuid: None,
-    })
+    Ok(secrets.response(ttl, created_ms, None))
 }
 
 pub(super) async fn authenticate(db: &Db, token: &str) -> Result<UserId, TokenProblem> {

@@ -168,6 +168,21 @@ pub fn bearer_token(headers: &HeaderMap, params: &Map<String, Value>) -> Option<
     })
 }
 
+/// The user behind the request's bearer token, or Doorkeeper's 401.
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &Map<String, Value>,
+) -> Result<UserId, ApiError> {
+    let token =
+        bearer_token(headers, params).ok_or(ApiError::Unauthorized(TokenProblem::Invalid))?;
+    state
+        .auth
+        .authenticate(&token)
+        .await
+        .map_err(ApiError::Unauthorized)
+}
+
 /// An authenticated request with its parameters (token may also sit in the body).
 pub struct Authed {
     pub user: UserId,
@@ -180,13 +195,7 @@ impl FromRequest<AppState> for Authed {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let headers = req.headers().clone();
         let params = Params::from_request(req, state).await?;
-        let token = bearer_token(&headers, &params.0)
-            .ok_or(ApiError::Unauthorized(TokenProblem::Invalid))?;
-        let user = state
-            .auth
-            .authenticate(&token)
-            .await
-            .map_err(ApiError::Unauthorized)?;
+        let user = authenticate(state, &headers, &params.0).await?;
         Ok(Authed { user, params })
     }
 }
@@ -204,14 +213,9 @@ impl FromRequestParts<AppState> for AuthedUser {
     ) -> Result<Self, Self::Rejection> {
         let mut query = Map::new();
         parse_query(parts.uri.query(), &mut query);
-        let token = bearer_token(&parts.headers, &query)
-            .ok_or(ApiError::Unauthorized(TokenProblem::Invalid))?;
-        let user = state
-            .auth
-            .authenticate(&token)
-            .await
-            .map_err(ApiError::Unauthorized)?;
-        Ok(AuthedUser(user))
+        Ok(AuthedUser(
+            authenticate(state, &parts.headers, &query).await?,
+        ))
     }
 }
 

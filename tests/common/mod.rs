@@ -68,11 +68,6 @@ impl Server {
     }
 
     pub fn start_in(dir: tempfile::TempDir, data_dir: PathBuf, extra: &[(&str, &str)]) -> Server {
-        let mut env = base_env(&data_dir);
-        for (k, v) in extra {
-            env.retain(|(ek, _)| ek != k);
-            env.push((k.to_string(), v.to_string()));
-        }
         let (code, out, err) = run_cli(
             &[
                 "client",
@@ -86,19 +81,97 @@ impl Server {
         );
         assert_eq!(code, 0, "client create failed: {err}");
         let creds: Value = serde_json::from_str(out.trim()).expect("client json");
+        Self::launch(dir, data_dir, extra, creds)
+    }
+
+    /// First start on an empty data dir, as an operator does it: the server makes its own OAuth
+    /// client, and the tests use the credentials it writes to `client-credentials.json`.
+    pub fn start_first_time(extra: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        let mut server = Self::launch(dir, data_dir, extra, Value::Null);
+        let text = std::fs::read_to_string(server.credentials_path()).expect("credentials file");
+        let creds: Value = serde_json::from_str(&text).expect("credentials json");
+        server.client_id = creds["client_id"].as_str().unwrap().to_string();
+        server.client_secret = creds["client_secret"].as_str().unwrap().to_string();
+        server
+    }
+
+    fn launch(
+        dir: tempfile::TempDir,
+        data_dir: PathBuf,
+        extra: &[(&str, &str)],
+        creds: Value,
+    ) -> Server {
+        let mut env = base_env(&data_dir);
+        for (k, v) in extra {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        let text = |k: &str| creds[k].as_str().unwrap_or_default().to_string();
         let mut server = Server {
             child: spawn(&env),
             dir,
             data_dir,
             base: String::new(),
             port: 0,
-            client_id: creds["client_id"].as_str().unwrap().to_string(),
-            client_secret: creds["client_secret"].as_str().unwrap().to_string(),
+            client_id: text("client_id"),
+            client_secret: text("client_secret"),
             log: Arc::new(Mutex::new(Vec::new())),
             env,
         };
         server.attach_log();
         server
+    }
+
+    pub fn credentials_path(&self) -> PathBuf {
+        self.data_dir.join("client-credentials.json")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("hangin.sqlite3")
+    }
+
+    pub fn pictures_dir(&self) -> PathBuf {
+        self.data_dir.join("pictures")
+    }
+
+    /// A field of the server process's `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+    pub fn proc_status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
+    /// Log lines containing `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    /// Wait until at least `count` log lines contain `needle`; the matching lines.
+    pub async fn wait_log_lines(&self, needle: &str, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines = self.log_lines(needle);
+            if lines.len() >= count {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {count} log lines with {needle:?}, got {lines:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn attach_log(&mut self) {
@@ -196,6 +269,18 @@ impl Server {
         }
     }
 
+    /// The `n`th code (1-based) the log driver printed for `number`, waiting for it.
+    pub async fn nth_otp(&self, number: &str, n: usize) -> String {
+        let needle = format!("OTP for {number}: ");
+        let lines = self.wait_log_lines(&needle, n).await;
+        lines[n - 1]
+            .split(&needle)
+            .nth(1)
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
     pub fn http(&self) -> reqwest::Client {
         reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -243,7 +328,12 @@ impl Server {
 
     /// Log a new number in and set its names.
     pub async fn sign_up(&self, first: &str, last: &str) -> User {
-        let number = fresh_number();
+        self.sign_up_as(&fresh_number(), first, last).await
+    }
+
+    /// Log `number` in and set its names.
+    pub async fn sign_up_as(&self, number: &str, first: &str, last: &str) -> User {
+        let number = number.to_string();
         assert_eq!(self.request_code(&number).await.status(), 204);
         let code = self.otp(&number).await;
         let r = self.password_grant(&number, &code).await;
