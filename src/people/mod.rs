@@ -135,7 +135,8 @@ pub fn validate_names(
         if value.is_some_and(|v| v.chars().count() > MAX_NAME_CHARS) {
             errors.insert(
                 key.into(),
-                Value::from(vec!["is too long (maximum is 100 characters)"]),
+                // wire.md's exact text (Rails would add "(maximum is 100 characters)").
+                Value::from(vec!["is too long"]),
             );
         }
     }
