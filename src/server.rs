@@ -130,7 +130,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     engine.spawn_sweeper(state.shutdown.clone());
     spawn_otp_purge(db.clone(), state.shutdown.clone());
-    crate::service::spawn_watchdog(db.clone(), state.shutdown.clone());
     let serving: Vec<String> = [
         http_addr.map(|a| format!("http://{a}")),
         tls_addr.map(|a| format!("https://{a}")),
@@ -139,6 +138,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     .flatten()
     .collect();
     crate::service::notify_ready(&format!("serving {}", serving.join(" and ")));
+    crate::service::spawn_watchdog(db.clone(), state.shutdown.clone());
 
     let done = {
         let state = state.clone();

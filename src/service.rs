@@ -112,7 +112,8 @@ pub fn spawn_watchdog(db: Db, shutdown: tokio_util::sync::CancellationToken) {
     let every = interval / 2;
     log::info!("systemd watchdog: pinging every {every:?}");
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
+        // The first ping follows READY=1 by half an interval, like every later one.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
