@@ -86,6 +86,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Config(ConfigCommand::Check) => {
             drivers::otp::from_config(&config)?;
             drivers::push::from_config(&config)?;
+            // PEM files must load now; a self-signed pair is created by `serve`, not by a check.
+            if config.tls_addr().is_some() && !config.tls.self_signed {
+                let identity = hangin::tls::load(&config.tls, &config.data_dir)?;
+                eprintln!("TLS certificate SHA-256 {}", identity.fingerprint);
+            }
             print!("{}", config.masked_toml());
             eprintln!("configuration OK");
         }

@@ -9,9 +9,10 @@ use axum::extract::Request;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -19,6 +20,7 @@ use crate::auth::{clients, Auth};
 use crate::channels::Engine;
 use crate::config::{Config, OtpDriverKind};
 use crate::db::{self, Db};
+use crate::discovery::{self, Listener};
 use crate::drivers;
 use crate::http::{self, client_ip::Cidr, client_ip::Peer};
 use crate::hub::Hub;
@@ -27,6 +29,7 @@ use crate::state::AppState;
 /// A started server: its bound addresses and the handle to stop it.
 pub struct Running {
     pub http_addr: Option<SocketAddr>,
+    pub tls_addr: Option<SocketAddr>,
     pub state: AppState,
     done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -82,7 +85,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let router = http::router(state.clone());
 
+    let tls_identity = match config.tls_addr() {
+        Some(_) => Some(crate::tls::load(&config.tls, &config.data_dir)?),
+        None => None,
+    };
+
     let mut http_addr = None;
+    let mut tls_addr = None;
     let mut accept_tasks = Vec::new();
     if let Some(addr) = config.listen_addr() {
         let listener = TcpListener::bind(addr)
@@ -94,20 +103,53 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         accept_tasks.push(tokio::spawn(accept_loop(
             listener,
             router.clone(),
+            None,
+            state.shutdown.clone(),
+        )));
+    }
+    if let (Some(addr), Some(identity)) = (config.tls_addr(), tls_identity) {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let bound = listener.local_addr()?;
+        log::info!(
+            "listening on https://{bound} (websocket at wss://{bound}/cable); certificate {} SHA-256 {}",
+            identity.cert_path.display(),
+            identity.fingerprint
+        );
+        tls_addr = Some(bound);
+        accept_tasks.push(tokio::spawn(accept_loop(
+            listener,
+            router.clone(),
+            Some(identity.acceptor),
             state.shutdown.clone(),
         )));
     }
 
+    let advertisement = advertise(&config, &db, http_addr, tls_addr).await;
+
     engine.spawn_sweeper(state.shutdown.clone());
     spawn_otp_purge(db.clone(), state.shutdown.clone());
+    let serving: Vec<String> = [
+        http_addr.map(|a| format!("http://{a}")),
+        tls_addr.map(|a| format!("https://{a}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    crate::service::notify_ready(&format!("serving {}", serving.join(" and ")));
     crate::service::spawn_watchdog(db.clone(), state.shutdown.clone());
-    crate::service::notify_ready();
 
     let done = {
         let state = state.clone();
         tokio::spawn(async move {
             state.shutdown.cancelled().await;
             crate::service::notify_stopping();
+            if let Some(ad) = advertisement {
+                tokio::task::spawn_blocking(move || ad.withdraw())
+                    .await
+                    .ok();
+            }
             log::info!(
                 "shutting down: telling {} cable client(s) to reconnect",
                 state.hub.connection_count()
@@ -128,6 +170,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     Ok(Running {
         http_addr,
+        tls_addr,
         state,
         done,
     })
@@ -172,6 +215,45 @@ fn check_insecure_log_driver(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Advertise the bound listeners over mDNS. Discovery is a convenience: a failure is logged and
+/// the server runs on.
+async fn advertise(
+    config: &Config,
+    db: &Db,
+    http_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
+) -> Option<discovery::Advertisement> {
+    if !config.mdns.enabled {
+        return None;
+    }
+    let server_id = match db.write(db::server_uuid).await {
+        Ok(id) => id,
+        Err(e) => {
+            log::warn!("mDNS: cannot read the server id: {e}");
+            return None;
+        }
+    };
+    let listeners: Vec<Listener> = [(http_addr, false), (tls_addr, true)]
+        .into_iter()
+        .filter_map(|(addr, tls)| addr.map(|addr| Listener { addr, tls }))
+        .collect();
+    let mdns = config.mdns.clone();
+    let advertised =
+        tokio::task::spawn_blocking(move || discovery::advertise(&mdns, &listeners, &server_id))
+            .await;
+    match advertised {
+        Ok(Ok(ad)) => ad,
+        Ok(Err(e)) => {
+            log::warn!("{e}; not advertising");
+            None
+        }
+        Err(e) => {
+            log::warn!("mDNS: {e}");
+            None
+        }
+    }
+}
+
 /// First start: make sure one OAuth client exists and tell the operator where its credentials are.
 async fn ensure_client(db: &Db, config: &Config) -> anyhow::Result<()> {
     let existing = db.read(db::clients::list).await?;
@@ -207,8 +289,14 @@ fn spawn_otp_purge(db: Db, shutdown: CancellationToken) {
     });
 }
 
-/// Accept connections and serve HTTP/1.1 and HTTP/2 (with websocket upgrades) on each.
-pub async fn accept_loop(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+/// Accept connections and serve HTTP/1.1 and HTTP/2 (with websocket upgrades) on each, through
+/// TLS when an acceptor is given.
+pub async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer_addr) = tokio::select! {
@@ -223,18 +311,30 @@ pub async fn accept_loop(listener: TcpListener, router: Router, shutdown: Cancel
             },
         };
         let _ = stream.set_nodelay(true);
-        let peer = Peer {
-            addr: peer_addr,
-            tls: false,
-        };
-        serve_connection(TokioIo::new(stream), peer, router.clone(), &graceful);
+        let watcher = graceful.watcher();
+        match &tls {
+            Some(acceptor) => crate::tls::spawn_handshake(
+                acceptor.clone(),
+                stream,
+                peer_addr,
+                router.clone(),
+                watcher,
+            ),
+            None => {
+                let peer = Peer {
+                    addr: peer_addr,
+                    tls: false,
+                };
+                serve_connection(TokioIo::new(stream), peer, router.clone(), watcher);
+            }
+        }
     }
     drop(listener);
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
 }
 
 /// Serve one accepted connection (plain or TLS) with the router.
-pub fn serve_connection<I>(io: I, peer: Peer, router: Router, graceful: &GracefulShutdown)
+pub fn serve_connection<I>(io: I, peer: Peer, router: Router, watcher: Watcher)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -250,7 +350,7 @@ where
     let conn = builder
         .serve_connection_with_upgrades(io, hyper_service)
         .into_owned();
-    let conn = graceful.watch(conn);
+    let conn = watcher.watch(conn);
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             log::debug!("connection from {} ended: {e}", peer.addr);

@@ -68,33 +68,62 @@ impl log::Log for StderrLogger {
     }
 }
 
-/// `READY=1`: migrations ran and listeners are bound.
-pub fn notify_ready() {
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+/// `READY=1` (with a human-readable `STATUS=`): migrations ran and listeners are bound.
+pub fn notify_ready(status: &str) {
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(status),
+    ]);
 }
 
+/// `STOPPING=1`: shutdown has begun.
 pub fn notify_stopping() {
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    notify(&[sd_notify::NotifyState::Stopping]);
 }
 
-/// Pet the watchdog at half its interval, but only while the database writer is alive: a
-/// wedged writer means lost messages, and systemd should restart us.
-pub fn spawn_watchdog(db: Db, shutdown: tokio_util::sync::CancellationToken) {
-    let mut usec = 0u64;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
-        return;
+/// Send to `$NOTIFY_SOCKET` if systemd gave us one; a failure is worth a warning, nothing more.
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        log::warn!("cannot notify systemd: {e}");
     }
-    let every = Duration::from_micros(usec / 2);
-    log::info!("systemd watchdog every {:?}", every);
+}
+
+/// The watchdog interval systemd asks for: `WATCHDOG_USEC`, unless `WATCHDOG_PID` names another
+/// process (absent `WATCHDOG_PID` means us, as in `sd_watchdog_enabled(3)`).
+pub fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Option<Duration> {
+    let usec: u64 = usec?.trim().parse().ok().filter(|&u| u > 0)?;
+    match pid.map(|p| p.trim().parse::<u32>()) {
+        None => {}
+        Some(Ok(p)) if p == own_pid => {}
+        Some(_) => return None,
+    }
+    Some(Duration::from_micros(usec))
+}
+
+/// Pet the watchdog at half its interval, but only while the database writer is alive and
+/// commits: a wedged writer means lost messages, and systemd should restart us.
+pub fn spawn_watchdog(db: Db, shutdown: tokio_util::sync::CancellationToken) {
+    let usec = std::env::var("WATCHDOG_USEC").ok();
+    let pid = std::env::var("WATCHDOG_PID").ok();
+    let Some(interval) = watchdog_interval(usec.as_deref(), pid.as_deref(), std::process::id())
+    else {
+        return;
+    };
+    let every = interval / 2;
+    log::info!("systemd watchdog: pinging every {every:?}");
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
+        // The first ping follows READY=1 by half an interval, like every later one.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {
-                    let healthy = db.writer_alive() && db.write(|_| Ok(())).await.is_ok();
+                    // An empty write goes through the writer thread's queue and a commit.
+                    let probe = tokio::time::timeout(every, db.write(|_| Ok(())));
+                    let healthy = db.writer_alive() && matches!(probe.await, Ok(Ok(())));
                     if healthy {
-                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                        notify(&[sd_notify::NotifyState::Watchdog]);
                     } else {
                         log::error!("database writer is not answering; withholding the watchdog ping");
                     }
@@ -102,4 +131,23 @@ pub fn spawn_watchdog(db: Db, shutdown: tokio_util::sync::CancellationToken) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchdog_interval_follows_sd_watchdog_enabled() {
+        let d = Duration::from_micros;
+        assert_eq!(watchdog_interval(Some("400000"), None, 7), Some(d(400000)));
+        assert_eq!(
+            watchdog_interval(Some("400000"), Some("7"), 7),
+            Some(d(400000))
+        );
+        assert_eq!(watchdog_interval(Some("400000"), Some("8"), 7), None);
+        assert_eq!(watchdog_interval(Some("0"), None, 7), None);
+        assert_eq!(watchdog_interval(Some("soon"), None, 7), None);
+        assert_eq!(watchdog_interval(None, Some("7"), 7), None);
+    }
 }

@@ -399,6 +399,10 @@ fn spawn(env: &[(String, String)]) -> Child {
         .arg("serve")
         .env_remove("JOURNAL_STREAM")
         .env_remove("HANGIN_CONFIG")
+        // A test run under systemd must not make servers talk to the real service manager.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .envs(env.iter().cloned())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
