@@ -133,8 +133,10 @@ pub struct ApnsConfig {
     pub team_id: String,
     pub topic: String,
     pub environment: ApnsEnvironment,
-    /// Overrides the Apple host (tests point it at a local HTTP/2 server).
+    /// `host[:port]` instead of Apple's host for `environment` (a local stand-in or relay).
     pub host: String,
+    /// Extra CA certificates (PEM) to trust for `host`, besides the public roots.
+    pub ca_file: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,6 +291,7 @@ impl Default for ApnsConfig {
             topic: String::new(),
             environment: ApnsEnvironment::Production,
             host: String::new(),
+            ca_file: String::new(),
         }
     }
 }
@@ -376,8 +379,12 @@ impl Config {
                 .to_ascii_lowercase()
                 .replace("__", ".");
             if key_is_known(&defaults, &key) {
-                // Values parse as figment's Env provider parses them (numbers, bools, arrays).
-                let parsed: Value = value.parse().expect("infallible");
+                // Values parse as figment's Env provider parses them (numbers, bools, arrays),
+                // except where a string belongs: a PIN `0042` or a team id of digits stays text.
+                let parsed: Value = match defaults.find_value(&key) {
+                    Ok(Value::String(..)) | Err(_) => Value::from(value.clone()),
+                    Ok(_) => value.parse().expect("infallible"),
+                };
                 figment = figment.merge(Serialized::default(&key, parsed));
             } else {
                 warnings.push(format!("ignoring unknown environment variable {name}"));
@@ -633,6 +640,22 @@ mod tests {
         let shown = c.masked_toml();
         assert!(!shown.contains("whsec_abc"));
         assert!(shown.contains("********"));
+    }
+
+    #[test]
+    fn string_keys_keep_digits_from_the_environment() {
+        let c = load(
+            None,
+            &[
+                ("HANGIN_OTP__MODEM__PIN", "0042"),
+                ("HANGIN_PUSH__APNS__TEAM_ID", "1234567890"),
+                ("HANGIN_OTP__MODEM__BAUD", "9600"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.otp.modem.pin, "0042");
+        assert_eq!(c.push.apns.team_id, "1234567890");
+        assert_eq!(c.otp.modem.baud, 9600);
     }
 
     #[test]
