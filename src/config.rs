@@ -133,8 +133,10 @@ pub struct ApnsConfig {
     pub team_id: String,
     pub topic: String,
     pub environment: ApnsEnvironment,
-    /// Overrides the Apple host (tests point it at a local HTTP/2 server).
+    /// `host[:port]` instead of Apple's host for `environment` (a local stand-in or relay).
     pub host: String,
+    /// Extra CA certificates (PEM) to trust for `host`, besides the public roots.
+    pub ca_file: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,6 +291,7 @@ impl Default for ApnsConfig {
             topic: String::new(),
             environment: ApnsEnvironment::Production,
             host: String::new(),
+            ca_file: String::new(),
         }
     }
 }

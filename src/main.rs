@@ -48,7 +48,11 @@ fn main() -> ExitCode {
         Err(e) => {
             log::error!("{e:#}");
             eprintln!("hangin: {e:#}");
-            ExitCode::FAILURE
+            // A driver that cannot be built is a configuration problem, like a bad key.
+            match e.downcast_ref::<drivers::DriverError>() {
+                Some(drivers::DriverError::Config { .. }) => ExitCode::from(EXIT_CONFIG),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -84,7 +88,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Config(ConfigCommand::Check) => {
-            drivers::otp::from_config(&config)?;
+            drivers::otp::check(&config)?;
             drivers::push::from_config(&config)?;
             // PEM files must load now; a self-signed pair is created by `serve`, not by a check.
             if config.tls_addr().is_some() && !config.tls.self_signed {

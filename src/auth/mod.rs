@@ -82,7 +82,7 @@ impl Auth {
         let code = otp::generate_code();
         let hash = self.hasher.hash(code.clone()).await?;
         let ttl_ms = self.config.auth.otp_ttl_seconds as i64 * 1000;
-        let expires_at = {
+        let (code_id, expires_at) = {
             let number = number.clone();
             self.db
                 .write(move |c| {
@@ -90,8 +90,8 @@ impl Auth {
                     if let Err(retry_after) = limits.check(c, &number, now)? {
                         return Ok(Err(retry_after));
                     }
-                    db::otp::insert(c, &number, &hash, now, now + ttl_ms)?;
-                    Ok(Ok(now + ttl_ms))
+                    let id = db::otp::insert(c, &number, &hash, now, now + ttl_ms)?;
+                    Ok(Ok((id, now + ttl_ms)))
                 })
                 .await?
                 .map_err(|retry_after| AuthError::RateLimited { retry_after })?
@@ -102,10 +102,12 @@ impl Auth {
             code,
             expires_at: expires_at / 1000,
         };
-        self.otp_sender.send(&message).await.map_err(|e| {
+        if let Err(e) = self.otp_sender.send(&message).await {
             log::warn!("OTP delivery to {} failed: {e}", message.number);
-            AuthError::OtpDelivery(e.to_string())
-        })
+            self.db.write(move |c| db::otp::delete(c, code_id)).await?;
+            return Err(AuthError::OtpDelivery(e.to_string()));
+        }
+        Ok(())
     }
 
     /// `POST /oauth/token`.

@@ -89,3 +89,11 @@ pub fn purge_before(conn: &Connection, before: i64) -> DbResult<usize> {
         .prepare_cached("DELETE FROM otp_codes WHERE created_at < ?1 AND expires_at < ?1")?
         .execute([before])?)
 }
+
+/// Withdraw a code whose delivery failed: it reached nobody, so it must neither be usable nor
+/// count against the number's send limits.
+pub fn delete(conn: &Connection, id: i64) -> DbResult<()> {
+    conn.prepare_cached("DELETE FROM otp_codes WHERE id = ?1")?
+        .execute([id])?;
+    Ok(())
+}

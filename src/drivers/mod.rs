@@ -1,8 +1,13 @@
 //! Delivery drivers: OTP codes (SMS) and push notifications. Each family is a trait with one
-//! implementation per `driver` config value, chosen once at start.
+//! implementation per `driver` config value, chosen once at start. Building a driver checks its
+//! resources (URL, key file, device, program), so a misconfiguration stops the server at start
+//! instead of failing the first login.
 
+pub mod http_client;
 pub mod otp;
 pub mod push;
+pub mod signing;
+pub mod webhook;
 
 /// A driver that cannot do its work: named, with the reason (shown in logs and at startup).
 #[derive(Debug, thiserror::Error)]
@@ -17,4 +22,20 @@ pub enum DriverError {
         driver: &'static str,
         reason: String,
     },
+}
+
+impl DriverError {
+    pub fn config(driver: &'static str, reason: impl Into<String>) -> DriverError {
+        DriverError::Config {
+            driver,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn delivery(driver: &'static str, reason: impl Into<String>) -> DriverError {
+        DriverError::Delivery {
+            driver,
+            reason: reason.into(),
+        }
+    }
 }

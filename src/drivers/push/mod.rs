@@ -1,7 +1,9 @@
 //! Push notifications (edge.md "Push drivers"). Requests and cable actions only enqueue; one
 //! worker task hands notifications to the driver, so a slow push service never blocks anyone.
 
+mod apns;
 mod log_driver;
+mod webhook;
 
 use std::sync::Arc;
 
@@ -13,7 +15,9 @@ use super::DriverError;
 use crate::config::{Config, PushDriverKind};
 use crate::db::{users, Db};
 
+pub use apns::ApnsPush;
 pub use log_driver::LogPush;
+pub use webhook::WebhookPush;
 
 /// One alert for one device.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -40,14 +44,13 @@ pub trait Pusher: Send + Sync {
     async fn send(&self, notification: &Notification) -> Result<PushOutcome, DriverError>;
 }
 
+/// Build the configured driver, checking its key file, URL and settings now.
 pub fn from_config(config: &Config) -> Result<Arc<dyn Pusher>, DriverError> {
-    match config.push.driver {
-        PushDriverKind::Log => Ok(Arc::new(LogPush)),
-        other => Err(DriverError::Config {
-            driver: "push",
-            reason: format!("driver {other:?} is not available in this build"),
-        }),
-    }
+    Ok(match config.push.driver {
+        PushDriverKind::Log => Arc::new(LogPush),
+        PushDriverKind::Webhook => Arc::new(WebhookPush::from_config(&config.push.webhook)?),
+        PushDriverKind::Apns => Arc::new(ApnsPush::from_config(&config.push.apns)?),
+    })
 }
 
 /// The sending side of the bounded push queue.

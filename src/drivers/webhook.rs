@@ -1,0 +1,172 @@
+//! One signed webhook endpoint (edge.md "OTP drivers" / "Push drivers" `webhook`): JSON `POST`,
+//! Standard Webhooks headers, extra static headers, a per-try timeout and a few tries with
+//! exponential backoff. 2xx is success; a 3xx or a 4xx other than 408/429 will not get better by
+//! retrying and fails at once.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use reqwest::StatusCode;
+
+use super::http_client::{self, ClientOptions};
+use super::signing::{self, Signer};
+use super::DriverError;
+use crate::config::WebhookConfig;
+
+/// First pause between tries; doubled after each further failure.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+pub struct WebhookEndpoint {
+    driver: &'static str,
+    url: reqwest::Url,
+    signer: Signer,
+    headers: HeaderMap,
+    client: reqwest::Client,
+    tries: u32,
+}
+
+impl WebhookEndpoint {
+    /// Check and build from one `[*.webhook]` section (`section` names it in errors).
+    pub fn from_config(
+        driver: &'static str,
+        section: &str,
+        config: &WebhookConfig,
+    ) -> Result<WebhookEndpoint, DriverError> {
+        let bad = |key: &str, why: String| {
+            DriverError::config(driver, format!("`{section}.{key}` {why}"))
+        };
+        if config.url.trim().is_empty() {
+            return Err(bad("url", "is empty; set the receiver's URL".into()));
+        }
+        let url = reqwest::Url::parse(config.url.trim())
+            .map_err(|e| bad("url", format!("is not a URL ({e})")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(bad("url", "must be an http:// or https:// URL".into()));
+        }
+        let signer = Signer::from_secret(&config.secret).map_err(|why| bad("secret", why))?;
+        let mut headers = HeaderMap::new();
+        for (name, value) in &config.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| bad("headers", format!("has an invalid header name {name:?}")))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| bad("headers", format!("has an invalid value for {name}")))?;
+            headers.insert(name, value);
+        }
+        if config.tries == 0 {
+            return Err(bad("tries", "must be at least 1".into()));
+        }
+        if config.timeout_seconds == 0 {
+            return Err(bad("timeout_seconds", "must be positive".into()));
+        }
+        let client = http_client::build(&ClientOptions {
+            timeout: Duration::from_secs(config.timeout_seconds),
+            extra_ca_file: None,
+            http2_only: false,
+        })
+        .map_err(|why| DriverError::config(driver, why))?;
+        Ok(WebhookEndpoint {
+            driver,
+            url,
+            signer,
+            headers,
+            client,
+            tries: config.tries,
+        })
+    }
+
+    /// POST `body` until a 2xx answer or the tries run out. One `webhook-id` for all tries;
+    /// each try is signed with its own timestamp so a slow retry is not rejected as stale.
+    pub async fn deliver(&self, body: &serde_json::Value) -> Result<(), DriverError> {
+        let body = serde_json::to_vec(body).expect("JSON values serialize");
+        let id = signing::new_message_id();
+        let mut backoff = FIRST_BACKOFF;
+        let mut last_failure = String::new();
+        for attempt in 1..=self.tries {
+            if attempt > 1 {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            match self.try_once(&id, &body).await {
+                Ok(()) => return Ok(()),
+                Err((failure, retry)) => {
+                    log::debug!(
+                        "{} webhook try {attempt}/{} to {} failed: {failure}",
+                        self.driver,
+                        self.tries,
+                        self.url
+                    );
+                    last_failure = failure;
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(DriverError::delivery(
+            self.driver,
+            format!("webhook {}: {last_failure}", self.url),
+        ))
+    }
+
+    /// One POST; on failure the reason and whether another try may help.
+    async fn try_once(&self, id: &str, body: &[u8]) -> Result<(), (String, bool)> {
+        let timestamp = crate::db::now_ms() / 1000;
+        let mut headers = self.headers.clone();
+        let signed = [
+            ("webhook-id", id.to_string()),
+            ("webhook-timestamp", timestamp.to_string()),
+            ("webhook-signature", self.signer.sign(id, timestamp, body)),
+        ];
+        for (name, value) in signed {
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_str(&value).expect("ASCII header value"),
+            );
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let response = self
+            .client
+            .post(self.url.clone())
+            .headers(headers)
+            .body(body.to_vec())
+            .send()
+            .await
+            .map_err(|e| (describe(&e), true))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = response.bytes().await.unwrap_or_default();
+        let retry = status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT;
+        Err((
+            format!("answered {status} {}", http_client::excerpt(&text))
+                .trim_end()
+                .to_string(),
+            retry,
+        ))
+    }
+}
+
+/// reqwest's Display hides the cause ("error sending request"); name the kind and the cause.
+pub fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    if cause.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {cause}")
+    }
+}
