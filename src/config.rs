@@ -379,8 +379,12 @@ impl Config {
                 .to_ascii_lowercase()
                 .replace("__", ".");
             if key_is_known(&defaults, &key) {
-                // Values parse as figment's Env provider parses them (numbers, bools, arrays).
-                let parsed: Value = value.parse().expect("infallible");
+                // Values parse as figment's Env provider parses them (numbers, bools, arrays),
+                // except where a string belongs: a PIN `0042` or a team id of digits stays text.
+                let parsed: Value = match defaults.find_value(&key) {
+                    Ok(Value::String(..)) | Err(_) => Value::from(value.clone()),
+                    Ok(_) => value.parse().expect("infallible"),
+                };
                 figment = figment.merge(Serialized::default(&key, parsed));
             } else {
                 warnings.push(format!("ignoring unknown environment variable {name}"));
@@ -636,6 +640,22 @@ mod tests {
         let shown = c.masked_toml();
         assert!(!shown.contains("whsec_abc"));
         assert!(shown.contains("********"));
+    }
+
+    #[test]
+    fn string_keys_keep_digits_from_the_environment() {
+        let c = load(
+            None,
+            &[
+                ("HANGIN_OTP__MODEM__PIN", "0042"),
+                ("HANGIN_PUSH__APNS__TEAM_ID", "1234567890"),
+                ("HANGIN_OTP__MODEM__BAUD", "9600"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.otp.modem.pin, "0042");
+        assert_eq!(c.push.apns.team_id, "1234567890");
+        assert_eq!(c.otp.modem.baud, 9600);
     }
 
     #[test]
