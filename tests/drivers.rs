@@ -404,6 +404,42 @@ async fn modem_login_speaks_the_exact_at_dialogue_with_pin_unlock() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn concurrent_logins_go_through_the_modem_one_at_a_time() {
+    let mut good = good_modem(None);
+    let modem = FakeModem::start(Box::new(move |input: &str| {
+        if input.starts_with("TEXT:") {
+            // A slow network: an interleaved AT+CMGS would arrive right now.
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        good(input)
+    }));
+    let server = Server::start(&as_refs(&modem_env(&modem.path, "5")));
+    wait_for_log(&server, "ready to send SMS", Duration::from_secs(10)).await;
+    let numbers: Vec<String> = (0..3).map(|_| fresh_number()).collect();
+    let requests = numbers.iter().map(|n| server.request_code(n));
+    for r in futures_util::future::join_all(requests).await {
+        assert_eq!(r.status(), 204);
+    }
+    let heard = modem.wait_heard(4 + 6).await;
+    let mut sent_to = Vec::new();
+    for pair in heard[4..].chunks(2) {
+        let to = pair[0]
+            .strip_prefix("AT+CMGS=\"+1")
+            .and_then(|s| s.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("interleaved dialogue: {heard:?}"));
+        assert!(
+            pair[1].starts_with("TEXT:"),
+            "interleaved dialogue: {heard:?}"
+        );
+        sent_to.push(to.to_string());
+    }
+    sent_to.sort();
+    let mut want = numbers.clone();
+    want.sort();
+    assert_eq!(sent_to, want);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn modem_cms_error_answers_502_and_the_next_request_succeeds() {
     let mut failed_once = false;
     let mut good = good_modem(None);
