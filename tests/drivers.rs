@@ -492,7 +492,7 @@ async fn silent_modem_times_out_within_the_configured_time() {
     let took = started.elapsed();
     assert_delivery_failed(r).await;
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
         "took {took:?} with a 1 s timeout"
     );
     assert!(server.log_text().contains("did not answer"));
@@ -898,8 +898,8 @@ async fn exec_failure_and_timeout_answer_502_with_stderr_in_the_log() {
     assert_delivery_failed(server.request_code(&fresh_number()).await).await;
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
-        "{took:?}"
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "took {took:?} with a 1 s timeout"
     );
 }
 

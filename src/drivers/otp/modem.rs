@@ -425,10 +425,10 @@ impl Modem {
                 .position(|b| !matches!(b, b'\r' | b'\n'))
                 .unwrap_or(self.buf.len());
             if self.buf.get(start) == Some(&b'>') {
-                let end = (start + 1..=start + 2)
-                    .find(|&i| self.buf.get(i) != Some(&b' '))
-                    .unwrap_or(start + 2)
-                    .min(self.buf.len());
+                let mut end = start + 1;
+                if self.buf.get(end) == Some(&b' ') {
+                    end += 1;
+                }
                 self.buf.drain(..end);
                 return Ok(());
             }
