@@ -12,6 +12,12 @@ fn suite_dir() -> Option<PathBuf> {
     dir.join("conftest.py").exists().then_some(dir)
 }
 
+/// This build's binary, or `$HANGIN_TEST_BIN` (CI points it at `.ci/qemu-hangin` to run the
+/// suite against the cross-built aarch64 binary under qemu).
+fn server_binary() -> std::ffi::OsString {
+    std::env::var_os("HANGIN_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_hangin").into())
+}
+
 fn run_suite(extra_env: &[(&str, &str)]) {
     let Some(dir) = suite_dir() else {
         eprintln!("conformance suite not found (../shared/conformance); skipping");
@@ -36,7 +42,7 @@ fn run_suite(extra_env: &[(&str, &str)]) {
         ));
     }
     cmd.arg(&dir)
-        .env("HANGIN_BIN", env!("CARGO_BIN_EXE_hangin"))
+        .env("HANGIN_BIN", server_binary())
         .env("HANGIN_MDNS__ENABLED", "false")
         .env_remove("HANGIN_URL")
         .envs(extra_env.iter().copied());
