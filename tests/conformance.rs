@@ -16,6 +16,12 @@ fn suite_dir() -> Option<PathBuf> {
 /// timeouts.
 static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// This build's binary, or `$HANGIN_TEST_BIN` (CI points it at `.ci/qemu-hangin` to run the
+/// suite against the cross-built aarch64 binary under qemu).
+fn server_binary() -> std::ffi::OsString {
+    std::env::var_os("HANGIN_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_hangin").into())
+}
+
 fn run_suite(extra_env: &[(&str, &str)]) {
     let _turn = ONE_RUN_AT_A_TIME
         .lock()
@@ -34,16 +40,20 @@ fn run_suite(extra_env: &[(&str, &str)]) {
         "-o",
         "addopts=",
     ]);
-    // test_chat_channel.py imports a harness module (client.py) the shared suite does not ship
-    // yet; collecting it would error the whole run. Our tests/cable.rs covers its rules.
+    // test_chat_channel.py imports a harness module (`client`) and a `hangin` fixture that the
+    // shared suite does not ship yet; tests/conformance_shim supplies both, built on the suite's
+    // own hangin_client.py, so every shared test runs.
     if dir.join("test_chat_channel.py").exists() && !dir.join("client.py").exists() {
-        cmd.arg(format!(
-            "--ignore={}",
-            dir.join("test_chat_channel.py").display()
-        ));
+        let shim = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance_shim");
+        let mut path = std::env::join_paths([shim, dir.clone()]).expect("plain paths");
+        if let Some(existing) = std::env::var_os("PYTHONPATH") {
+            path.push(":");
+            path.push(existing);
+        }
+        cmd.env("PYTHONPATH", path).args(["-p", "hangin_shim"]);
     }
     cmd.arg(&dir)
-        .env("HANGIN_BIN", env!("CARGO_BIN_EXE_hangin"))
+        .env("HANGIN_BIN", server_binary())
         .env("HANGIN_MDNS__ENABLED", "false")
         .env_remove("HANGIN_URL")
         .envs(extra_env.iter().copied());

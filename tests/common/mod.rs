@@ -15,7 +15,27 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_hangin");
+/// The server binary under test: this build's, or `$HANGIN_TEST_BIN` (e.g. `.ci/qemu-hangin`,
+/// which runs the cross-built ARM binary under qemu). `Command::new(BIN)` works either way.
+pub const BIN: TestBin = TestBin;
+
+pub struct TestBin;
+
+impl TestBin {
+    pub fn path(&self) -> &'static std::ffi::OsStr {
+        static PATH: std::sync::OnceLock<std::ffi::OsString> = std::sync::OnceLock::new();
+        PATH.get_or_init(|| {
+            std::env::var_os("HANGIN_TEST_BIN")
+                .unwrap_or_else(|| env!("CARGO_BIN_EXE_hangin").into())
+        })
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TestBin {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.path()
+    }
+}
 
 pub struct Server {
     pub child: Child,
