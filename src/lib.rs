@@ -9,6 +9,7 @@ pub mod db;
 pub mod drivers;
 pub mod http;
 pub mod hub;
+pub mod loadtest;
 pub mod people;
 pub mod server;
 pub mod service;
