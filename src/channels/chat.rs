@@ -149,7 +149,7 @@ impl Engine {
                     return Ok(None);
                 };
                 db::chats::insert_message(c, chat, user, speech.kind, speech.status, &speech.body)?;
-                let targets = background_push_targets(c, chat, user, db::now_ms())?;
+                let targets = db::chats::background_push_targets(c, chat, user, db::now_ms())?;
                 Ok(Some((chat_row, me, speech, targets)))
             })
             .await?;
@@ -178,22 +178,6 @@ impl Engine {
         }
         Ok(())
     }
-}
-
-/// Members (other than the speaker) with an open background window and a device token.
-fn background_push_targets(
-    c: &rusqlite::Connection,
-    chat: ChatId,
-    speaker: crate::db::users::UserId,
-    now: i64,
-) -> crate::db::DbResult<Vec<(String, String)>> {
-    let members = db::chats::members(c, chat)?;
-    let users = db::users::by_ids(c, &members)?;
-    Ok(users
-        .into_iter()
-        .filter(|u| u.id != speaker && u.background_until.is_some_and(|t| t > now))
-        .filter_map(|u| u.device_token.map(|t| (u.uuid, t)))
-        .collect())
 }
 
 #[cfg(test)]
