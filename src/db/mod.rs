@@ -314,7 +314,10 @@ fn run_batch(
     for job in jobs {
         // Cached statements rather than rusqlite's `Savepoint`, which re-parses its SQL on
         // every use: the savepoint pair is on the path of every message.
-        match tx.prepare_cached("SAVEPOINT job").and_then(|mut s| s.execute([])) {
+        match tx
+            .prepare_cached("SAVEPOINT job")
+            .and_then(|mut s| s.execute([]))
+        {
             Ok(_) => {
                 let (keep, finish) = job(Some(&tx));
                 let end = if keep {
