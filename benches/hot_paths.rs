@@ -10,9 +10,9 @@ use hangin::config::KeyStyle;
 use hangin::db::chats::ChatId;
 use hangin::db::users::UserId;
 use hangin::hub::{Hub, Outbound, Stream};
+use hangin::outbox;
 use hangin::people::numbers;
 use hangin::wire::{self, Event};
-use tokio::sync::mpsc;
 
 const CHAT_IDENT: &str = r#"{"channel":"ChatChannel","id":"42"}"#;
 
@@ -63,11 +63,11 @@ fn frames(c: &mut Criterion) {
 
 /// A hub with `n` connections subscribed to one chat, each with its own identifier string
 /// (as real connections have), and their receiving ends.
-fn hub_with(n: usize) -> (Hub, Vec<mpsc::Receiver<Outbound>>) {
+fn hub_with(n: usize) -> (Hub, Vec<outbox::Receiver<Outbound>>) {
     let hub = Hub::new();
     let mut rxs = Vec::with_capacity(n);
     for i in 0..n {
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = outbox::channel(64);
         let conn = hub.register(UserId(i as i64), tx);
         hub.subscribe(
             Stream::Chat(ChatId(42)),

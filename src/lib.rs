@@ -10,6 +10,7 @@ pub mod drivers;
 pub mod http;
 pub mod hub;
 pub mod loadtest;
+pub mod outbox;
 pub mod people;
 pub mod server;
 pub mod service;

@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Map;
-use tokio::sync::mpsc;
 
 use self::protocol::{ChannelRef, Command};
 use crate::channels::{ChannelError, Spoken};
@@ -77,7 +76,11 @@ pub async fn upgrade(
         .max_frame_size(frame_limit * 2)
         .on_upgrade(move |socket| async move {
             match user {
-                Some(user) => Connection::run(state, socket, user, base).await,
+                // A task of its own: axum's upgrade task (about 2 KiB of handshake state) ends
+                // here instead of living as long as the connection.
+                Some(user) => {
+                    tokio::spawn(Connection::run(state, socket, user, base));
+                }
                 None => refuse(socket).await,
             }
         })
@@ -107,10 +110,18 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(state: AppState, socket: WebSocket, user: crate::db::users::UserId, base: String) {
-        let (tx, rx) = mpsc::channel(state.config.limits.send_queue_frames);
+    /// Set the connection up; the returned future is its reader. A plain `fn` so that future
+    /// holds the split halves rather than the 368-byte `WebSocket` (the arguments of an
+    /// `async fn` stay in its future for its whole life).
+    fn run(
+        state: AppState,
+        socket: WebSocket,
+        user: crate::db::users::UserId,
+        base: String,
+    ) -> impl Future<Output = ()> + Send {
+        let (tx, rx) = crate::outbox::channel(state.config.limits.send_queue_frames);
         let handle = state.hub.register(user, tx);
-        let (sink, mut stream) = socket.split();
+        let (sink, stream) = socket.split();
         let writer = tokio::spawn(write_loop(
             sink,
             rx,
@@ -118,12 +129,21 @@ impl Connection {
             Duration::from_secs(state.config.cable.ping_seconds),
         ));
         handle.send(Utf8Bytes::from_static(protocol::WELCOME));
-        let mut conn = Connection {
+        let conn = Connection {
             state,
             handle,
             base,
             subscriptions: HashMap::new(),
         };
+        conn.read_loop(stream, writer)
+    }
+
+    async fn read_loop(
+        mut self,
+        mut stream: futures_util::stream::SplitStream<WebSocket>,
+        writer: tokio::task::JoinHandle<()>,
+    ) {
+        let conn = &mut self;
         let frame_limit = conn.state.config.limits.frame_bytes;
         // `speak`s being committed, oldest first. Consecutive speaks of one connection commit
         // together (one group commit instead of one fsync each) and are published in order;
@@ -176,11 +196,19 @@ impl Connection {
                 }
             }
         }
+        Box::pin(self.finish(speaking, writer)).await;
+    }
+
+    async fn finish(
+        mut self,
+        mut speaking: FuturesOrdered<PendingSpeech>,
+        writer: tokio::task::JoinHandle<()>,
+    ) {
         // What was read is committed and published, as if handled one by one.
         while let Some(done) = speaking.next().await {
-            conn.publish(done);
+            self.publish(done);
         }
-        Box::pin(conn.cleanup()).await;
+        self.cleanup().await;
         // Let the writer send what is queued (close frames, disconnect) and finish.
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     }
@@ -347,7 +375,7 @@ fn is_capacity_error(e: &axum::Error) -> bool {
 
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: crate::outbox::Receiver<Outbound>,
     handle: ConnHandle,
     ping_every: Duration,
 ) {
@@ -427,4 +455,34 @@ async fn disconnect(
             reason: Utf8Bytes::default(),
         })))
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output_size<F, A, B, C, R>(_: F) -> usize
+    where
+        F: FnOnce(A, B, C) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    /// Every idle connection holds these two futures; 10,000 connections must fit in 120 MB
+    /// (README "Performance"). Engine work is boxed, so it does not count here.
+    #[test]
+    fn an_idle_connection_s_futures_stay_small() {
+        let reader = output_size(Connection::read_loop);
+        let writer = {
+            fn size4<F, A, B, C, D, R>(_: F) -> usize
+            where
+                F: FnOnce(A, B, C, D) -> R,
+            {
+                std::mem::size_of::<R>()
+            }
+            size4(write_loop)
+        };
+        assert!(reader <= 1024, "reader future is {reader} bytes");
+        assert!(writer <= 1024, "writer future is {writer} bytes");
+    }
 }
