@@ -43,6 +43,31 @@ pub enum Command {
     /// OTP driver tools.
     #[command(subcommand)]
     Otp(OtpCommand),
+    /// Load tests only: mint users with address books and tokens into the database.
+    #[command(hide = true)]
+    LoadtestUsers(LoadtestUsersArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LoadtestUsersArgs {
+    /// How many users.
+    #[arg(long)]
+    pub count: usize,
+    /// Users per group; who knows whom is decided inside a group.
+    #[arg(long, default_value_t = 10)]
+    pub group: usize,
+    /// The first user of each group knows the others, they know only the first (else: everyone
+    /// in a group knows everyone).
+    #[arg(long)]
+    pub star: bool,
+    /// Numbers are FIRST_NUMBER, FIRST_NUMBER+1, …
+    #[arg(long, default_value_t = 5_550_000_000)]
+    pub first_number: u64,
+    #[arg(long, default_value_t = 86_400)]
+    pub token_ttl_seconds: i64,
+    /// Write the users and their tokens here as JSON (mode 0600); "-" for stdout.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -19,11 +19,11 @@ use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::RwLock;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::chats::ChatId;
 use crate::db::users::UserId;
+use crate::outbox::{self, TrySendError};
 
 pub type ConnId = u64;
 
@@ -49,7 +49,7 @@ pub enum Outbound {
 pub struct ConnHandle {
     pub id: ConnId,
     pub user: UserId,
-    tx: mpsc::Sender<Outbound>,
+    tx: outbox::Sender<Outbound>,
     /// Cancelled when the connection must die at once (too slow, oversized frame).
     pub kill: CancellationToken,
     /// Close code to send when killed (0 = none).
@@ -57,7 +57,7 @@ pub struct ConnHandle {
 }
 
 impl ConnHandle {
-    pub fn new(id: ConnId, user: UserId, tx: mpsc::Sender<Outbound>) -> Self {
+    pub fn new(id: ConnId, user: UserId, tx: outbox::Sender<Outbound>) -> Self {
         ConnHandle {
             id,
             user,
@@ -84,7 +84,7 @@ impl ConnHandle {
     pub fn send(&self, frame: Utf8Bytes) {
         match self.tx.try_send(Outbound::Frame(frame)) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(TrySendError::Full(_)) => {
                 if !self.kill.is_cancelled() {
                     log::warn!(
                         "connection {} of user {} is too slow; disconnecting it",
@@ -94,7 +94,7 @@ impl ConnHandle {
                     self.close(1013); // "try again later"
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(TrySendError::Closed(_)) => {}
         }
     }
 
@@ -151,7 +151,7 @@ impl Hub {
         *self.bridge.write() = Some(bridge);
     }
 
-    pub fn register(&self, user: UserId, tx: mpsc::Sender<Outbound>) -> ConnHandle {
+    pub fn register(&self, user: UserId, tx: outbox::Sender<Outbound>) -> ConnHandle {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let handle = ConnHandle::new(id, user, tx);
         self.conns.write().insert(id, handle.clone());
@@ -248,8 +248,8 @@ mod tests {
     #[tokio::test]
     async fn fan_out_shares_one_frame_per_identifier() {
         let hub = Hub::new();
-        let (tx1, mut rx1) = mpsc::channel(4);
-        let (tx2, mut rx2) = mpsc::channel(4);
+        let (tx1, mut rx1) = outbox::channel(4);
+        let (tx2, mut rx2) = outbox::channel(4);
         let a = hub.register(UserId(1), tx1);
         let b = hub.register(UserId(2), tx2);
         let ident: Arc<str> = Arc::from(r#"{"channel":"ChatChannel", "id":"6"}"#);
@@ -272,8 +272,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_cuts_off_only_that_connection() {
         let hub = Hub::new();
-        let (slow_tx, _slow_rx) = mpsc::channel(1);
-        let (fast_tx, mut fast_rx) = mpsc::channel(16);
+        let (slow_tx, _slow_rx) = outbox::channel(1);
+        let (fast_tx, mut fast_rx) = outbox::channel(16);
         let slow = hub.register(UserId(1), slow_tx);
         let fast = hub.register(UserId(2), fast_tx);
         for c in [&slow, &fast] {

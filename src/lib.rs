@@ -11,6 +11,8 @@ pub mod drivers;
 pub mod host;
 pub mod http;
 pub mod hub;
+pub mod loadtest;
+pub mod outbox;
 pub mod people;
 pub mod server;
 pub mod service;

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use hangin::cli::{Cli, ClientCommand, Command, ConfigCommand, OtpCommand};
+use hangin::cli::{Cli, ClientCommand, Command, ConfigCommand, LoadtestUsersArgs, OtpCommand};
 use hangin::config::{self, Config, Sources};
 use hangin::{auth, db, drivers};
 
@@ -73,6 +73,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Client(cmd) => client(cmd, &config).await?,
+        Command::LoadtestUsers(args) => loadtest_users(args, &config).await?,
         Command::Backup { path } => {
             let src = config.db_path();
             if !src.exists() {
@@ -123,6 +124,49 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn loadtest_users(args: LoadtestUsersArgs, config: &Config) -> anyhow::Result<()> {
+    use hangin::loadtest::{MintSpec, Topology};
+    use std::io::Write;
+    let spec = MintSpec {
+        count: args.count,
+        group: args.group,
+        topology: if args.star {
+            Topology::Star
+        } else {
+            Topology::Clique
+        },
+        first_number: args.first_number,
+        token_ttl_seconds: args.token_ttl_seconds,
+    };
+    spec.check()?;
+    std::fs::create_dir_all(&config.data_dir)?;
+    let store = db::Db::open(&config.db_path())?;
+    let minted = store
+        .write(move |c| hangin::loadtest::mint(c, &spec))
+        .await??;
+    store.close();
+    let text = serde_json::to_string(&minted)?;
+    if args.out.as_os_str() == "-" {
+        println!("{text}");
+    } else {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&args.out)?;
+        file.write_all(text.as_bytes())?;
+        eprintln!(
+            "minted {} users into {}; tokens in {}",
+            minted.users.len(),
+            config.db_path().display(),
+            args.out.display()
+        );
+    }
+    Ok(())
 }
 
 async fn client(cmd: ClientCommand, config: &Config) -> anyhow::Result<()> {

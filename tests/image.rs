@@ -318,6 +318,17 @@ fn binary_unit_and_first_boot_config_land_in_a_copy() {
     assert_fsck_clean(img);
 }
 
+/// The test binary without debug info: release builds ship stripped (`strip = true`), and the
+/// debug build's ~170 MB would not fit twice into a small synthetic root partition.
+fn stripped_binary(dir: &Path) -> PathBuf {
+    let out = dir.join("hangin-stripped");
+    run(Command::new("strip")
+        .arg("-o")
+        .arg(&out)
+        .arg(env!("CARGO_BIN_EXE_hangin")));
+    out
+}
+
 /// A package shaped like cargo-deb's output, but with the unit under the pre-merge /lib path.
 fn build_deb(dir: &Path, binary: &Path) -> PathBuf {
     let pkg = dir.join("pkg");
@@ -361,8 +372,8 @@ fn deb_contents_install_in_place_and_again() {
     require_tools();
     let dir = tempfile::tempdir().unwrap();
     let img = synthetic_image(dir.path(), 256);
-    let binary = Path::new(env!("CARGO_BIN_EXE_hangin"));
-    let deb = build_deb(dir.path(), binary);
+    let binary = stripped_binary(dir.path());
+    let deb = build_deb(dir.path(), &binary);
 
     // Twice: a second run replaces what the first wrote.
     for _ in 0..2 {

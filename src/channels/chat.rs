@@ -6,7 +6,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{full_name, ChannelError, Engine};
-use crate::db::chats::ChatId;
+use crate::db::chats::{Chat, ChatId};
+use crate::db::users::{User, UserId};
 use crate::db::{self};
 use crate::drivers::push::Notification;
 use crate::hub::{ConnHandle, Stream};
@@ -131,14 +132,23 @@ impl Engine {
         chat: ChatId,
         data: &Value,
     ) -> Result<(), ChannelError> {
+        let spoken = self.commit_speech(conn.user, chat, data).await?;
+        self.publish_speech(conn, identifier, chat, spoken);
+        Ok(())
+    }
+
+    /// `speak`, first half: validate and commit (durable once this returns). Sends nothing, so
+    /// a connection can commit several messages at once and still publish them in order.
+    pub async fn commit_speech(
+        &self,
+        user: UserId,
+        chat: ChatId,
+        data: &Value,
+    ) -> Result<Spoken, ChannelError> {
         let speech = match validate_speech(data, self.message_body_bytes) {
             Ok(s) => s,
-            Err(e) => {
-                self.transmit(conn, identifier, &self.payload(Event::Error, &e));
-                return Ok(());
-            }
+            Err(e) => return Ok(Spoken::Refused(e)),
         };
-        let user = conn.user;
         let saved = self
             .db
             .write(move |c| {
@@ -149,13 +159,43 @@ impl Engine {
                     return Ok(None);
                 };
                 db::chats::insert_message(c, chat, user, speech.kind, speech.status, &speech.body)?;
-                let targets = background_push_targets(c, chat, user, db::now_ms())?;
-                Ok(Some((chat_row, me, speech, targets)))
+                let targets = db::chats::background_push_targets(c, chat, user, db::now_ms())?;
+                Ok(Some(Saved {
+                    chat: chat_row,
+                    speaker: me,
+                    speech,
+                    push_to: targets,
+                }))
             })
             .await?;
-        let Some((chat_row, me, speech, targets)) = saved else {
-            return Ok(());
+        Ok(match saved {
+            Some(s) => Spoken::Saved(Box::new(s)),
+            None => Spoken::Gone,
+        })
+    }
+
+    /// `speak`, second half: the error to the speaker, or the message to the chat and pushes.
+    pub fn publish_speech(
+        &self,
+        conn: &ConnHandle,
+        identifier: &str,
+        chat: ChatId,
+        spoken: Spoken,
+    ) {
+        let saved = match spoken {
+            Spoken::Saved(s) => s,
+            Spoken::Refused(e) => {
+                self.transmit(conn, identifier, &self.payload(Event::Error, &e));
+                return;
+            }
+            Spoken::Gone => return,
         };
+        let Saved {
+            chat: chat_row,
+            speaker: me,
+            speech,
+            push_to,
+        } = *saved;
         let message = wire::MessageObject {
             user_uuid: me.uuid.clone(),
             kind: speech.kind.to_string(),
@@ -166,7 +206,7 @@ impl Engine {
         self.hub
             .broadcast(Stream::Chat(chat), &self.payload(Event::Message, &message));
         let subtitle = full_name(&me);
-        for (uuid, token) in targets {
+        for (uuid, token) in push_to {
             self.push.enqueue(Notification {
                 device_token: token,
                 user_uuid: uuid,
@@ -176,24 +216,28 @@ impl Engine {
                 data: serde_json::json!({"chat": chat.0.to_string()}),
             });
         }
-        Ok(())
     }
 }
 
-/// Members (other than the speaker) with an open background window and a device token.
-fn background_push_targets(
-    c: &rusqlite::Connection,
-    chat: ChatId,
-    speaker: crate::db::users::UserId,
-    now: i64,
-) -> crate::db::DbResult<Vec<(String, String)>> {
-    let members = db::chats::members(c, chat)?;
-    let users = db::users::by_ids(c, &members)?;
-    Ok(users
-        .into_iter()
-        .filter(|u| u.id != speaker && u.background_until.is_some_and(|t| t > now))
-        .filter_map(|u| u.device_token.map(|t| (u.uuid, t)))
-        .collect())
+/// What the first half of `speak` decided.
+#[derive(Debug)]
+pub enum Spoken {
+    /// Invalid: the speaker gets an `error` payload.
+    Refused(SpeakError),
+    /// Committed: broadcast it.
+    Saved(Box<Saved>),
+    /// The chat or the speaker no longer exists: nothing to send.
+    Gone,
+}
+
+/// A committed message with what its broadcast and pushes need.
+#[derive(Debug)]
+pub struct Saved {
+    chat: Chat,
+    speaker: User,
+    speech: Speech,
+    /// Members in background mode with a device token: (uuid, token).
+    push_to: Vec<(String, String)>,
 }
 
 #[cfg(test)]

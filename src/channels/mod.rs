@@ -25,6 +25,7 @@ use crate::drivers::push::{Notification, PushQueue};
 use crate::hub::{channel_frame, ConnHandle, Hub, Stream};
 use crate::wire::{self, Event};
 
+pub use chat::Spoken;
 pub use visibility::ChatView;
 
 /// Why a channel action did not happen.

@@ -98,6 +98,26 @@ pub fn end(conn: &Connection, chat: ChatId, now: i64) -> DbResult<bool> {
         == 1)
 }
 
+/// Members other than `speaker` with an open background window and a device token, in member
+/// order: (uuid, device token). One query, as it runs for every message.
+pub fn background_push_targets(
+    conn: &Connection,
+    chat: ChatId,
+    speaker: UserId,
+    now: i64,
+) -> DbResult<Vec<(String, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT u.uuid, u.device_token FROM chat_members m JOIN users u ON u.id = m.user_id
+         WHERE m.chat_id = ?1 AND m.user_id != ?2 AND u.background_until > ?3
+           AND u.device_token IS NOT NULL
+         ORDER BY m.joined_at, m.user_id",
+    )?;
+    let rows = stmt.query_map(params![chat.0, speaker.0, now], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     pub id: i64,

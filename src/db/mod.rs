@@ -311,16 +311,27 @@ fn run_batch(
             return (Err(e), finishers);
         }
     };
-    let mut tx = tx;
     for job in jobs {
-        match tx.savepoint() {
-            Ok(sp) => {
-                let (keep, finish) = job(Some(&sp));
-                if keep {
-                    if let Err(e) = sp.commit() {
-                        log::error!("savepoint release failed: {e}");
-                    }
-                } // dropping an uncommitted savepoint rolls it back
+        // Cached statements rather than rusqlite's `Savepoint`, which re-parses its SQL on
+        // every use: the savepoint pair is on the path of every message.
+        match tx
+            .prepare_cached("SAVEPOINT job")
+            .and_then(|mut s| s.execute([]))
+        {
+            Ok(_) => {
+                let (keep, finish) = job(Some(&tx));
+                let end = if keep {
+                    tx.prepare_cached("RELEASE job")
+                        .and_then(|mut s| s.execute([]))
+                } else {
+                    tx.prepare_cached("ROLLBACK TO job")
+                        .and_then(|mut s| s.execute([]))
+                        .and_then(|_| tx.prepare_cached("RELEASE job"))
+                        .and_then(|mut s| s.execute([]))
+                };
+                if let Err(e) = end {
+                    log::error!("savepoint release failed: {e}");
+                }
                 finishers.push(finish);
             }
             Err(e) => {
