@@ -135,6 +135,12 @@ fn synthetic_image(parent: &Path, root_mib: u64) -> PathBuf {
     img
 }
 
+/// A root partition with room for this build's binary (a debug build: 100+ MiB) twice over.
+fn roomy_root_mib() -> u64 {
+    let binary = fs::metadata(env!("CARGO_BIN_EXE_hangin")).unwrap().len();
+    2 * (binary >> 20) + 64
+}
+
 /// The ext4 root partition of `img`, as debugfs names it.
 fn root_fs(img: &Path) -> String {
     format!("{}?offset={}", img.display(), ROOT_START * SECTOR)
@@ -220,7 +226,7 @@ fn os(s: &str) -> &std::ffi::OsStr {
 fn binary_unit_and_first_boot_config_land_in_a_copy() {
     require_tools();
     let dir = tempfile::tempdir().unwrap();
-    let stock = synthetic_image(dir.path(), 256);
+    let stock = synthetic_image(dir.path(), roomy_root_mib());
     let stock_bytes = fs::read(&stock).unwrap();
     let out_img = dir.path().join("hangin.img");
     let config = dir.path().join("hangin.toml");
