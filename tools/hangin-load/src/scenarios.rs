@@ -1117,10 +1117,10 @@ pub async fn all(ctx: &Ctx) -> anyhow::Result<Vec<Report>> {
         &storm_ctx,
         &StormArgs {
             chats: 100,
-            speakers: 4,
-            listeners: 1,
+            speakers: 2,
+            listeners: 2,
             duration: Duration::from_secs(10),
-            window: 1,
+            window: 8,
             padding: 50,
         },
     )
