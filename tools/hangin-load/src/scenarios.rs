@@ -997,6 +997,13 @@ pub async fn login(ctx: &Ctx, a: &LoginArgs) -> anyhow::Result<Report> {
         "ms",
         None,
     );
+    report.figure(
+        "login_peak_rss_mb",
+        "server peak RSS during the logins",
+        mb(hwm),
+        "MB",
+        None,
+    );
     if let (Some(c0), Some(c1), Some(c2)) = (cpu0, cpu_create, cpu_end) {
         report.detail(
             "server_cpu_pct",
