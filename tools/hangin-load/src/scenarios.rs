@@ -729,6 +729,7 @@ pub async fn storm(ctx: &Ctx, a: &StormArgs) -> anyhow::Result<Report> {
         heard.extend(seen.latencies);
     }
     let (warnings, slow) = srv.warnings();
+    report.detail("hwm_kib", srv.hwm_kib());
     let data_dir = srv.data_dir.clone();
     srv.stop()?;
     let stored = match &data_dir {
