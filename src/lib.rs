@@ -1,5 +1,8 @@
 //! hangin: a self-hosted server for the Hangin chat app. See ARCHITECTURE.md for the map.
 
+// No sync lock may be held across an await (the send path takes none; README "Performance").
+#![deny(clippy::await_holding_lock, clippy::await_holding_refcell_ref)]
+
 pub mod auth;
 pub mod cable;
 pub mod channels;

@@ -149,9 +149,12 @@ impl Connection {
         // together (one group commit instead of one fsync each) and are published in order;
         // any other command waits until they are published, so every frame keeps its order.
         let mut speaking: FuturesOrdered<PendingSpeech> = FuturesOrdered::new();
+        // One wait for the whole loop, not one registration with the token per frame.
+        let killed = conn.handle.kill.clone().cancelled_owned();
+        tokio::pin!(killed);
         loop {
             let next = tokio::select! {
-                _ = conn.handle.kill.cancelled() => break,
+                _ = &mut killed => break,
                 Some(done) = speaking.next(), if !speaking.is_empty() => {
                     conn.publish(done);
                     continue;
@@ -382,10 +385,13 @@ async fn write_loop(
     let kill = handle.kill.clone();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One wait for the whole loop, not one registration with the token per frame.
+    let killed = kill.clone().cancelled_owned();
+    tokio::pin!(killed);
     'serve: loop {
         tokio::select! {
             biased;
-            _ = kill.cancelled() => {
+            _ = &mut killed => {
                 if let Some(code) = handle.close_code() {
                     let frame = CloseFrame { code, reason: Utf8Bytes::default() };
                     let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;

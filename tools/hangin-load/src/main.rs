@@ -83,17 +83,17 @@ enum Scenario {
     Storm {
         #[arg(long, default_value_t = 100)]
         chats: usize,
-        /// Speakers per chat (each waits for its own echo before sending again).
-        #[arg(long, default_value_t = 4)]
+        /// Speakers per chat.
+        #[arg(long, default_value_t = 2)]
         speakers: usize,
         /// Listening members per chat.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 2)]
         listeners: usize,
         /// Seconds.
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
-        /// Messages each speaker keeps in flight.
-        #[arg(long, default_value_t = 1)]
+        /// Messages each speaker keeps in flight (1 = send, wait for its own echo, send again).
+        #[arg(long, default_value_t = 8)]
         window: usize,
         #[arg(long, default_value_t = 50)]
         padding: usize,

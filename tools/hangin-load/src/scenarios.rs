@@ -494,10 +494,11 @@ pub async fn fanout(ctx: &Ctx, a: &FanoutArgs) -> anyhow::Result<Report> {
     let send_secs = t0.elapsed().as_secs_f64();
     // Let the last deliveries arrive.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let cpu = match (cpu0, srv.cpu_seconds()) {
-        (Some(a), Some(b)) => (b - a) / t0.elapsed().as_secs_f64() * 100.0,
+    let cpu_secs = match (cpu0, srv.cpu_seconds()) {
+        (Some(a), Some(b)) => b - a,
         _ => 0.0,
     };
+    let cpu = cpu_secs / t0.elapsed().as_secs_f64() * 100.0;
     let own_cpu = (server::own_cpu_seconds() - own0) / t0.elapsed().as_secs_f64() * 100.0;
     let rss_end = srv.rss_kib();
     stop_tx.send(true).ok();
@@ -557,6 +558,15 @@ pub async fn fanout(ctx: &Ctx, a: &FanoutArgs) -> anyhow::Result<Report> {
         None,
     );
     report.figure("fanout_server_cpu_pct", "server CPU", cpu, "% core", None);
+    // CPU time per delivery: steadier than latency on a shared machine.
+    let deliveries = (a.warmup + a.messages) as f64 * m as f64;
+    report.figure(
+        "fanout_server_us_per_delivery",
+        "server CPU per delivery",
+        cpu_secs / deliveries * 1e6,
+        "µs",
+        None,
+    );
     report.detail("delivery", s);
     report.detail("speaker_echo", echo.summary());
     report.detail("expected_deliveries", expected);
@@ -704,10 +714,11 @@ pub async fn storm(ctx: &Ctx, a: &StormArgs) -> anyhow::Result<Report> {
     ticker.abort();
     // Until the last echo: messages sent just before the deadline count, and so does their wait.
     let elapsed = t0.elapsed().as_secs_f64();
-    let cpu = match (cpu0, srv.cpu_seconds()) {
-        (Some(x), Some(y)) => (y - x) / t0.elapsed().as_secs_f64() * 100.0,
+    let cpu_secs = match (cpu0, srv.cpu_seconds()) {
+        (Some(x), Some(y)) => y - x,
         _ => 0.0,
     };
+    let cpu = cpu_secs / t0.elapsed().as_secs_f64() * 100.0;
     let own_cpu = (server::own_cpu_seconds() - own0) / t0.elapsed().as_secs_f64() * 100.0;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop_tx.send(true).ok();
@@ -718,6 +729,7 @@ pub async fn storm(ctx: &Ctx, a: &StormArgs) -> anyhow::Result<Report> {
         heard.extend(seen.latencies);
     }
     let (warnings, slow) = srv.warnings();
+    report.detail("hwm_kib", srv.hwm_kib());
     let data_dir = srv.data_dir.clone();
     srv.stop()?;
     let stored = match &data_dir {
@@ -755,6 +767,13 @@ pub async fn storm(ctx: &Ctx, a: &StormArgs) -> anyhow::Result<Report> {
         None,
     );
     report.figure("storm_server_cpu_pct", "server CPU", cpu, "% core", None);
+    report.figure(
+        "storm_server_us_per_msg",
+        "server CPU per durable message",
+        cpu_secs / durable.len().max(1) as f64 * 1e6,
+        "µs",
+        None,
+    );
     report.figure(
         "storm_closed_early",
         "connections the server closed",
@@ -979,6 +998,13 @@ pub async fn login(ctx: &Ctx, a: &LoginArgs) -> anyhow::Result<Report> {
         "ms",
         None,
     );
+    report.figure(
+        "login_peak_rss_mb",
+        "server peak RSS during the logins",
+        mb(hwm),
+        "MB",
+        None,
+    );
     if let (Some(c0), Some(c1), Some(c2)) = (cpu0, cpu_create, cpu_end) {
         report.detail(
             "server_cpu_pct",
@@ -1117,10 +1143,10 @@ pub async fn all(ctx: &Ctx) -> anyhow::Result<Vec<Report>> {
         &storm_ctx,
         &StormArgs {
             chats: 100,
-            speakers: 4,
-            listeners: 1,
+            speakers: 2,
+            listeners: 2,
             duration: Duration::from_secs(10),
-            window: 1,
+            window: 8,
             padding: 50,
         },
     )
