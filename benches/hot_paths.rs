@@ -101,6 +101,7 @@ fn fan_out(c: &mut Criterion) {
 
 fn normalise(c: &mut Criterion) {
     let mut g = c.benchmark_group("numbers");
+    let us = numbers::Numbers::us();
     for raw in [
         "5551234567",
         "+1 (555) 123-4567",
@@ -108,7 +109,7 @@ fn normalise(c: &mut Criterion) {
         "+44 20 7946 0958",
     ] {
         g.bench_with_input(BenchmarkId::new("normalize", raw), raw, |b, raw| {
-            b.iter(|| numbers::normalize(black_box(raw)))
+            b.iter(|| us.parse(black_box(raw)))
         });
     }
     g.finish();

@@ -32,6 +32,26 @@ pub struct Config {
     pub cable: CableConfig,
     pub tls: TlsConfig,
     pub mdns: MdnsConfig,
+    pub numbers: NumbersConfig,
+}
+
+/// Phone numbers (docs/configuration.md "[numbers]").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NumbersConfig {
+    /// Region (ISO 3166 code) whose national forms are read and shown without a `+`.
+    pub default_region: String,
+    /// Regions whose numbers may log in; empty = only the default region.
+    pub allowed_regions: Vec<String>,
+}
+
+impl Default for NumbersConfig {
+    fn default() -> Self {
+        NumbersConfig {
+            default_region: "US".into(),
+            allowed_regions: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -197,6 +217,7 @@ impl Default for Config {
             cable: CableConfig::default(),
             tls: TlsConfig::default(),
             mdns: MdnsConfig::default(),
+            numbers: NumbersConfig::default(),
         }
     }
 }
@@ -460,6 +481,8 @@ impl Config {
         if !self.otp.message.contains("{code}") {
             return bad("otp.message", "must contain {code}");
         }
+        crate::people::numbers::Numbers::from_config(&self.numbers)
+            .map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

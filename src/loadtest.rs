@@ -90,7 +90,8 @@ pub fn mint(conn: &Connection, spec: &MintSpec) -> DbResult<Result<Minted, MintE
         return Ok(Err(e));
     }
     let numbers: Vec<String> = (0..spec.count)
-        .map(|i| format!("{}", spec.first_number + i as u64))
+        // Stored as E.164, like every number the server saves (US numbers: +1 and ten digits).
+        .map(|i| format!("+1{}", spec.first_number + i as u64))
         .collect();
     for number in &numbers {
         if db::users::by_number(conn, number)?.is_some() {

@@ -89,6 +89,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Config(ConfigCommand::Check) => {
+            hangin::server::check_insecure_log_driver(&config)?;
             drivers::otp::check(&config)?;
             drivers::push::from_config(&config)?;
             // PEM files must load now; a self-signed pair is created by `serve`, not by a check.
@@ -100,14 +101,18 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             eprintln!("configuration OK");
         }
         Command::Otp(OtpCommand::Send { number }) => {
-            let Some(number) = hangin::people::numbers::normalize(&number) else {
-                anyhow::bail!("{number:?} is not a 10-digit US number");
+            let numbers = hangin::people::numbers::Numbers::from_config(&config.numbers)
+                .map_err(anyhow::Error::msg)?;
+            let Some(e164) = numbers.parse(&number) else {
+                anyhow::bail!("{number:?} is not a phone number under [numbers] default_region");
             };
+            let number = numbers.display(&e164);
             let sender = drivers::otp::from_config(&config)?;
             let code = auth::otp::generate_code();
             let message = drivers::otp::OtpMessage {
                 text: drivers::otp::render(&config.otp.message, &code),
                 number: number.clone(),
+                e164,
                 code,
                 expires_at: db::now_ms() / 1000 + config.auth.otp_ttl_seconds as i64,
             };

@@ -50,6 +50,7 @@ impl Running {
 /// Open everything, bind the listeners and start serving. Returns once the server is ready.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     check_insecure_log_driver(&config)?;
+    log_driver_hint(&config);
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
@@ -73,8 +74,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .filter_map(|c| Cidr::parse(c))
             .collect(),
     );
+    let auth = Arc::new(Auth::new(db.clone(), config.clone(), otp_sender));
+    crate::people::numbers::set_display(&auth.numbers);
     let state = AppState {
-        auth: Arc::new(Auth::new(db.clone(), config.clone(), otp_sender)),
+        auth,
         config: config.clone(),
         db: db.clone(),
         hub,
@@ -197,22 +200,37 @@ async fn wait_for_signal() {
     }
 }
 
-/// The `log` OTP driver prints codes: only on loopback unless explicitly allowed.
-fn check_insecure_log_driver(config: &Config) -> anyhow::Result<()> {
-    if config.otp.driver != OtpDriverKind::Log || config.allow_insecure_log_driver {
+/// The `log` OTP driver prints codes: only on loopback unless the admin opted in (the shipped
+/// /etc/hangin/hangin.toml does, so a fresh Pi can let its first people log in). Either way the
+/// start log says in one line how to get real delivery. `hangin config check` runs this too.
+pub fn check_insecure_log_driver(config: &Config) -> anyhow::Result<()> {
+    if config.otp.driver != OtpDriverKind::Log {
         return Ok(());
     }
     let exposed = [config.listen_addr(), config.tls_addr()]
         .into_iter()
         .flatten()
         .any(|a| !a.ip().is_loopback());
-    if exposed {
-        anyhow::bail!(
-            "the `log` OTP driver writes login codes to the log; refusing to serve it on a non-loopback address. \
-             Configure [otp] driver = \"modem\"|\"webhook\"|\"exec\", or set allow_insecure_log_driver = true"
-        );
+    if exposed && !config.allow_insecure_log_driver {
+        // A configuration problem like a bad key: exit code 2, so systemd does not loop on it.
+        return Err(drivers::DriverError::config(
+            "log",
+            "it writes login codes to the log; refusing to serve it on a non-loopback address. \
+             Configure [otp] driver = \"modem\"|\"webhook\"|\"exec\", or set allow_insecure_log_driver = true",
+        )
+        .into());
     }
     Ok(())
+}
+
+/// The one line the start log gives an admin still on the `log` OTP driver.
+fn log_driver_hint(config: &Config) {
+    if config.otp.driver == OtpDriverKind::Log {
+        log::warn!(
+            "login codes go to this log (read them: journalctl -u hangin -g 'OTP for'); for SMS set \
+             [otp] driver = \"modem\", \"webhook\" or \"exec\" in the config file (docs/configuration.md)"
+        );
+    }
 }
 
 /// Advertise the bound listeners over mDNS. Discovery is a convenience: a failure is logged and

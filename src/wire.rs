@@ -66,7 +66,7 @@ pub fn contact(user: &User, base_url: &str) -> Contact {
         uuid: user.uuid.clone(),
         first_name: user.first_name.clone().unwrap_or_default(),
         last_name: user.last_name.clone().unwrap_or_default(),
-        number: user.number.clone(),
+        number: crate::people::numbers::display(&user.number),
         profile_pic: user
             .picture_key
             .as_deref()
@@ -93,7 +93,7 @@ pub fn profile(user: &User, base_url: &str) -> Profile {
             .as_deref()
             .map(|k| picture_url(base_url, k)),
         uuid: user.uuid.clone(),
-        number: user.number.clone(),
+        number: crate::people::numbers::display(&user.number),
     }
 }
 
@@ -123,7 +123,7 @@ pub fn friend_row(f: &Friend) -> FriendRow {
         id: f.id,
         first_name: f.first_name.clone(),
         last_name: f.last_name.clone(),
-        number: f.number.clone(),
+        number: crate::people::numbers::display(&f.number),
         user_id: f.owner_id.0,
         created_at: iso_ms(f.created_at),
         updated_at: iso_ms(f.updated_at),
@@ -142,7 +142,7 @@ pub fn friend_entry(f: &Friend) -> FriendEntry {
     FriendEntry {
         first_name: f.first_name.clone(),
         last_name: f.last_name.clone(),
-        number: f.number.clone(),
+        number: crate::people::numbers::display(&f.number),
     }
 }
 

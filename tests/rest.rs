@@ -303,53 +303,12 @@ async fn get_friends_splits_friends_and_contacts() {
     );
 }
 
-/// A list with good and bad entries: 422 naming each bad entry with its reasons; the good
-/// ones are saved. A missing or non-list `friends` is 400.
+/// A missing or non-list `friends` is 400 (entries themselves never fail an upload: see
+/// tests/numbers.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mixed_friend_list_is_422_and_keeps_the_valid_ones() {
+async fn friend_list_without_friends_is_400() {
     let s = Server::start(&[]);
     let owner = s.sign_up("Olive", "Owner").await;
-    let (good1, good2) = (fresh_number(), fresh_number());
-    let bad = [
-        entry("Bad", "Number", "12345"),
-        json!({"first_name": "No", "number": fresh_number()}),
-        entry(&"x".repeat(101), "Long", &fresh_number()),
-        json!("not an object"),
-        json!({"first_name": "", "last_name": "", "number": ""}),
-    ];
-    let r = post_friends(
-        &s,
-        &owner,
-        json!({"friends": [entry("Good", "One", &good1), bad[0], bad[1],
-                           entry("Good", "Two", &formatted(&good2)), bad[2], bad[3], bad[4]]}),
-    )
-    .await;
-    let (status, body) = json_of(r).await;
-    assert_eq!(status, 422);
-    assert_eq!(body["result"], "Some friends could not be created");
-    let created: Vec<&str> = body["created"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["number"].as_str().unwrap())
-        .collect();
-    assert_eq!(created, [good1.as_str(), good2.as_str()]);
-    assert_eq!(
-        body["errors"],
-        json!([
-            {"friend": bad[0], "errors": ["Number must be a 10 digit US number"]},
-            {"friend": bad[1], "errors": ["Last name can't be blank"]},
-            {"friend": bad[2], "errors": ["First name is too long (maximum is 100 characters)"]},
-            {"friend": bad[3], "errors": ["Friend must be an object"]},
-            {"friend": bad[4], "errors": ["First name can't be blank", "Last name can't be blank",
-                                          "Number must be a 10 digit US number"]},
-        ])
-    );
-    assert_eq!(
-        get_json(&s, &owner, "/friends").await["friends"],
-        json!([entry("Good", "One", &good1), entry("Good", "Two", &good2)])
-    );
-
     let missing = json!({"error": "bad_request",
                          "error_description": "param is missing or the value is empty: friends"});
     for body in [json!({}), json!({"friends": "Bob"}), json!({"friend": []})] {

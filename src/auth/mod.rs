@@ -46,11 +46,15 @@ pub struct Auth {
     pub otp_sender: Arc<dyn OtpSender>,
     pub address_limiter: limiter::AddressLimiter,
     pub hasher: otp::CodeHasher,
+    /// `[numbers]`: how login and address-book numbers are read.
+    pub numbers: numbers::Numbers,
 }
 
 impl Auth {
     pub fn new(db: Db, config: Arc<Config>, otp_sender: Arc<dyn OtpSender>) -> Auth {
         let per_hour = config.auth.create_per_address_per_hour;
+        let numbers = numbers::Numbers::from_config(&config.numbers)
+            .expect("[numbers] is checked by Config::validate");
         Auth {
             db,
             config,
@@ -60,12 +64,16 @@ impl Auth {
                 std::time::Duration::from_secs(3600),
             ),
             hasher: otp::CodeHasher::new(),
+            numbers,
         }
     }
 
     /// `POST /create`: issue a code for the number and hand it to the OTP driver.
     pub async fn request_code(&self, raw_number: &str, client: IpAddr) -> Result<(), AuthError> {
-        let number = numbers::normalize(raw_number).ok_or(AuthError::InvalidNumber)?;
+        let number = self
+            .numbers
+            .login(raw_number)
+            .ok_or(AuthError::InvalidNumber)?;
         if let Err(retry_after) = self.address_limiter.check(client) {
             return Err(AuthError::RateLimited { retry_after });
         }
@@ -98,7 +106,8 @@ impl Auth {
         };
         let message = OtpMessage {
             text: crate::drivers::otp::render(&self.config.otp.message, &code),
-            number,
+            number: self.numbers.display(&number),
+            e164: number,
             code,
             expires_at: expires_at / 1000,
         };

@@ -11,7 +11,6 @@ use sha2::{Digest, Sha256};
 use super::{clients, AuthError};
 use crate::auth::Auth;
 use crate::db::{self, users::UserId, Db, DbResult};
-use crate::people::numbers;
 
 /// The parameters of `POST /oauth/token`, from wherever they came (query, body, Basic auth).
 #[derive(Debug, Default, Clone)]
@@ -163,7 +162,7 @@ pub(super) async fn grant(
             }
             let raw = req.number.unwrap_or_default();
             let code = req.code.unwrap_or_default().trim().to_string();
-            let Some(number) = numbers::normalize(&raw) else {
+            let Some(number) = auth.numbers.login(&raw) else {
                 return Err(AuthError::InvalidGrant);
             };
             let result = password_grant(auth, client.id, number.clone(), code, ttl).await;

@@ -1,10 +1,10 @@
 //! `GET /friends` and `POST /friends`.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::client_ip::Origin;
 use super::error::{self, ApiError};
@@ -45,19 +45,13 @@ pub async fn upload(State(state): State<AppState>, req: Authed) -> Result<Respon
             ))
         }
     };
-    let outcome = people::upload_friends(&state.db, req.user, entries).await?;
+    let outcome = people::upload_friends(&state.db, &state.auth.numbers, req.user, entries).await?;
     let created: Vec<wire::FriendRow> = outcome.saved.iter().map(wire::friend_row).collect();
-    if outcome.rejected.is_empty() {
-        return Ok(error::json(StatusCode::CREATED, &created));
-    }
-    let errors: Vec<Value> = outcome
-        .rejected
-        .into_iter()
-        .map(|r| json!({"friend": r.entry, "errors": r.errors}))
-        .collect();
-    Err(ApiError::unprocessable(json!({
-        "result": "Some friends could not be created",
-        "created": created,
-        "errors": errors,
-    })))
+    // Always 201 with what was saved: the iOS app only leaves its contacts screen on a 201, so a
+    // single odd entry in a real address book must not fail the upload (wire.md POST /friends).
+    let mut response = error::json(StatusCode::CREATED, &created);
+    response
+        .headers_mut()
+        .insert("hangin-skipped", HeaderValue::from(outcome.skipped));
+    Ok(response)
 }

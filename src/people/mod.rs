@@ -21,62 +21,51 @@ pub enum PeopleError {
     Db(#[from] DbError),
 }
 
-/// A rejected address-book entry and why.
-pub struct RejectedFriend {
-    pub entry: Value,
-    pub errors: Vec<String>,
-}
-
 pub struct UploadOutcome {
+    /// The rows saved (created or renamed), in upload order.
     pub saved: Vec<Friend>,
-    pub rejected: Vec<RejectedFriend>,
+    /// Entries left out because their number cannot be parsed (or they are not objects).
+    pub skipped: usize,
 }
 
-fn string_field(entry: &Value, key: &str) -> Option<String> {
+fn string_field(entry: &Value, key: &str) -> String {
     match entry.get(key) {
-        Some(Value::String(s)) => Some(s.trim().to_string()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
+        Some(Value::String(s)) => s.trim().to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
     }
 }
 
-/// Validate one address-book entry: `(first, last, number)` or the reasons it is refused.
-pub fn validate_friend(entry: &Value) -> Result<(String, String, String), Vec<String>> {
-    let mut errors = Vec::new();
-    let mut name = |key: &str, label: &str| match string_field(entry, key) {
-        Some(v) if !v.is_empty() && v.chars().count() <= MAX_NAME_CHARS => v,
-        Some(v) if !v.is_empty() => {
-            errors.push(format!(
-                "{label} is too long (maximum is {MAX_NAME_CHARS} characters)"
-            ));
-            String::new()
-        }
-        _ => {
-            errors.push(format!("{label} can't be blank"));
-            String::new()
-        }
-    };
-    let first = name("first_name", "First name");
-    let last = name("last_name", "Last name");
-    let number = match string_field(entry, "number") {
-        Some(raw) if !raw.is_empty() => numbers::normalize(&raw),
-        _ => None,
-    };
-    if number.is_none() {
-        errors.push("Number must be a 10 digit US number".into());
+/// A name as stored: missing or empty is `""`, longer than [`MAX_NAME_CHARS`] is cut there (an
+/// address book is the phone's, not something its owner can fix for us).
+fn friend_name(entry: &Value, key: &str) -> String {
+    let name = string_field(entry, key);
+    match name.char_indices().nth(MAX_NAME_CHARS) {
+        Some((cut, _)) => name[..cut].to_string(),
+        None => name,
     }
+}
+
+/// One address-book entry as `(first, last, E.164 number)`, or `None` when its number cannot be
+/// parsed.
+pub fn parse_friend(numbers: &numbers::Numbers, entry: &Value) -> Option<(String, String, String)> {
     if !entry.is_object() {
-        return Err(vec!["Friend must be an object".into()]);
+        return None;
     }
-    match (errors.is_empty(), number) {
-        (true, Some(n)) => Ok((first, last, n)),
-        _ => Err(errors),
-    }
+    let number = numbers.parse(&string_field(entry, "number"))?;
+    Some((
+        friend_name(entry, "first_name"),
+        friend_name(entry, "last_name"),
+        number,
+    ))
 }
 
-/// `POST /friends`: save every valid entry (idempotent per number), report the others.
+/// `POST /friends`: save every entry with a parseable number (idempotent per number), skip the
+/// others. Numbers are stored in E.164, so an entry links to the user of that number whatever
+/// form either was written in.
 pub async fn upload_friends(
     db: &Db,
+    numbers: &numbers::Numbers,
     owner: UserId,
     entries: Vec<Value>,
 ) -> Result<UploadOutcome, PeopleError> {
@@ -85,12 +74,15 @@ pub async fn upload_friends(
             "at most {MAX_FRIENDS_PER_UPLOAD} friends per request"
         )));
     }
-    let mut valid = Vec::new();
-    let mut rejected = Vec::new();
-    for entry in entries {
-        match validate_friend(&entry) {
-            Ok(v) => valid.push(v),
-            Err(errors) => rejected.push(RejectedFriend { entry, errors }),
+    let mut valid = Vec::with_capacity(entries.len());
+    let mut skipped = 0;
+    for entry in &entries {
+        match parse_friend(numbers, entry) {
+            Some(v) => valid.push(v),
+            None => {
+                skipped += 1;
+                log::debug!("POST /friends: skipping an entry without a parseable number: {entry}");
+            }
         }
     }
     let saved = if valid.is_empty() {
@@ -104,7 +96,7 @@ pub async fn upload_friends(
         })
         .await?
     };
-    Ok(UploadOutcome { saved, rejected })
+    Ok(UploadOutcome { saved, skipped })
 }
 
 /// `GET /friends`: address-book entries without an account, and the users behind the others.
@@ -153,14 +145,28 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn friend_entries_are_checked_field_by_field() {
+    fn friend_entries_need_only_a_parseable_number() {
+        let us = numbers::Numbers::us();
         assert_eq!(
-            validate_friend(&json!({"first_name":"A","last_name":"B","number":"(555) 123-4567"}))
-                .unwrap(),
-            ("A".into(), "B".into(), "5551234567".into())
+            parse_friend(
+                &us,
+                &json!({"first_name":" A ","last_name":"B","number":"(555) 123-4567"})
+            ),
+            Some(("A".into(), "B".into(), "+15551234567".into()))
         );
-        let errs = validate_friend(&json!({"first_name":"A","number":"12"})).unwrap_err();
-        assert_eq!(errs.len(), 2, "{errs:?}");
-        assert!(validate_friend(&json!("nope")).is_err());
+        assert_eq!(
+            parse_friend(&us, &json!({"number":"+972 50 234 5678"})),
+            Some((String::new(), String::new(), "+972502345678".into()))
+        );
+        let long = "é".repeat(150);
+        let (first, _, _) =
+            parse_friend(&us, &json!({"first_name": long, "number":"5551234567"})).unwrap();
+        assert_eq!(first.chars().count(), MAX_NAME_CHARS);
+        assert_eq!(
+            parse_friend(&us, &json!({"first_name":"A","number":"12"})),
+            None
+        );
+        assert_eq!(parse_friend(&us, &json!({"first_name":"A"})), None);
+        assert_eq!(parse_friend(&us, &json!("5551234567")), None);
     }
 }

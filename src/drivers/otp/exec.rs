@@ -71,7 +71,7 @@ fn find_program(name: &str) -> Result<PathBuf, String> {
 fn fill(template: &str, message: &OtpMessage) -> String {
     template
         .replace("{number}", &message.number)
-        .replace("{e164}", &message.e164())
+        .replace("{e164}", &message.e164)
         .replace("{code}", &message.code)
         .replace("{message}", &message.text)
 }
@@ -131,6 +131,7 @@ mod tests {
     fn message() -> OtpMessage {
         OtpMessage {
             number: "5550001111".into(),
+            e164: "+15550001111".into(),
             code: "123456".into(),
             text: "Your code is 123456; $(reboot)".into(),
             expires_at: 0,

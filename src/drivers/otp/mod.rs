@@ -21,19 +21,15 @@ pub use webhook::WebhookOtp;
 /// One text message to one phone.
 #[derive(Debug, Clone)]
 pub struct OtpMessage {
-    /// The 10-digit number.
+    /// The number as the wire shows it (10 digits for US numbers under the default settings).
     pub number: String,
+    /// The number in E.164 (`+15551234567`), for gateways and modems.
+    pub e164: String,
     pub code: String,
     /// The rendered message text.
     pub text: String,
     /// Unix seconds when the code expires.
     pub expires_at: i64,
-}
-
-impl OtpMessage {
-    pub fn e164(&self) -> String {
-        format!("+1{}", self.number)
-    }
 }
 
 #[async_trait]

@@ -113,7 +113,7 @@ impl OtpSender for ModemOtp {
     async fn send(&self, message: &OtpMessage) -> Result<(), DriverError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
-            to: message.e164(),
+            to: message.e164.clone(),
             text: message.text.clone(),
             reply,
         };

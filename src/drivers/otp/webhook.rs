@@ -24,7 +24,7 @@ pub fn body(message: &OtpMessage) -> serde_json::Value {
     serde_json::json!({
         "type": "otp",
         "number": message.number,
-        "e164": message.e164(),
+        "e164": message.e164,
         "code": message.code,
         "message": message.text,
         "expires_at": crate::wire::iso_ms(message.expires_at * 1000),
