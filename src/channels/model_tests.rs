@@ -276,7 +276,6 @@ impl Harness {
                 if !self.truth.users.contains(&user) {
                     return Ok(());
                 }
-                let was_online = self.truth.online(user, &self.subs);
                 self.truth.windows.remove(&user);
                 let (snapshot, outs) = self.world.subscribe_chats(user);
                 let key = self.next_sub;
@@ -288,7 +287,6 @@ impl Harness {
                 }
                 fold.contacts = snapshot.contacts_online.into_iter().collect();
                 self.subs.insert(key, (user, fold));
-                let _ = was_online;
                 self.deliver(outs)?;
             }
             Step::Unsubscribe(k) => {
@@ -311,7 +309,7 @@ impl Harness {
                             return Err(format!("user {u} joined chat {} it does not see", id.0));
                         }
                         let members = &mut self.truth.chats.get_mut(&id).unwrap().members;
-                        if joined != !members.contains(&user) {
+                        if joined == members.contains(&user) {
                             return Err("join reported the wrong membership change".into());
                         }
                         if joined {
