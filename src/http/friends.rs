@@ -45,8 +45,7 @@ pub async fn upload(State(state): State<AppState>, req: Authed) -> Result<Respon
             ))
         }
     };
-    let outcome =
-        people::upload_friends(&state.db, &state.auth.numbers, req.user, entries).await?;
+    let outcome = people::upload_friends(&state.db, &state.auth.numbers, req.user, entries).await?;
     // New mutual contacts are told at once (behaviour.md "Contacts change live").
     state.engine.people_changed(vec![req.user]).await?;
     let created: Vec<wire::FriendRow> = outcome.saved.iter().map(wire::friend_row).collect();
