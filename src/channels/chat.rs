@@ -168,6 +168,9 @@ impl Engine {
                 }))
             })
             .await?;
+        if saved.is_some() {
+            crate::metrics::message_stored();
+        }
         Ok(match saved {
             Some(s) => Spoken::Saved(Box::new(s)),
             None => Spoken::Gone,

@@ -9,6 +9,7 @@
 mod background;
 mod chat;
 mod chats;
+mod forget;
 mod visibility;
 
 use std::collections::{HashMap, HashSet};
