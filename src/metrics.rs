@@ -306,9 +306,17 @@ pub fn driver_health() -> (DriverHealth, DriverHealth) {
     )
 }
 
-/// Name the drivers before anything was sent, so `status` shows them from the start.
+/// Name the drivers before anything was sent, so `status` shows them from the start, and
+/// start their series at zero (a rate needs a first sample).
 pub fn set_driver_names(config: &Config) {
-    METRICS.otp_health.lock().driver = otp_driver(config).to_string();
+    let driver = otp_driver(config);
+    for result in ["ok", "failed"] {
+        METRICS.otp.get_or_create_owned(&DriverResult { driver, result });
+    }
+    for result in ["delivered", "invalid_token", "failed", "dropped"] {
+        METRICS.push.get_or_create_owned(&PushResult { result });
+    }
+    METRICS.otp_health.lock().driver = driver.to_string();
     METRICS.push_health.lock().driver = match config.push.driver {
         PushDriverKind::Log => "log",
         PushDriverKind::Apns => "apns",
