@@ -311,7 +311,9 @@ pub fn driver_health() -> (DriverHealth, DriverHealth) {
 pub fn set_driver_names(config: &Config) {
     let driver = otp_driver(config);
     for result in ["ok", "failed"] {
-        METRICS.otp.get_or_create_owned(&DriverResult { driver, result });
+        METRICS
+            .otp
+            .get_or_create_owned(&DriverResult { driver, result });
     }
     for result in ["delivered", "invalid_token", "failed", "dropped"] {
         METRICS.push.get_or_create_owned(&PushResult { result });

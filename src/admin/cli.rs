@@ -23,6 +23,8 @@ pub const EXIT_NOT_RUNNING: u8 = 3;
 /// resolves the full path, and `/var/lib/private` is closed to everyone but root.)
 struct HandBack {
     dir: PathBuf,
+    /// Only the database's files (`hangin.sqlite3*`): other root-owned files are the admin's.
+    prefix: std::ffi::OsString,
     owner: Option<(u32, u32)>,
 }
 
@@ -37,6 +39,7 @@ impl HandBack {
             .map(|m| (m.uid(), m.gid()));
         HandBack {
             dir: config.data_dir.clone(),
+            prefix: config.db_path().file_name().unwrap_or_default().to_owned(),
             owner,
         }
     }
@@ -50,6 +53,13 @@ impl Drop for HandBack {
             return;
         };
         for entry in entries.flatten() {
+            if !entry
+                .file_name()
+                .as_encoded_bytes()
+                .starts_with(self.prefix.as_encoded_bytes())
+            {
+                continue;
+            }
             let path = entry.path();
             let ours = std::fs::symlink_metadata(&path).is_ok_and(|m| m.uid() == 0);
             if ours {

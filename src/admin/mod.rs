@@ -305,6 +305,8 @@ impl Admin {
             .forget_user(user)
             .await
             .map_err(|e| AdminError::Other(e.to_string()))?;
+        // A connection authenticated just before the tokens died may have registered since.
+        hub.disconnect_user(user, "unauthorized", false);
         Ok(closed)
     }
 
