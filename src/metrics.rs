@@ -348,12 +348,8 @@ pub fn rss_bytes() -> Option<u64> {
 
 /// The Prometheus text exposition, with the scrape-time figures read from `state`.
 pub async fn render(state: &AppState) -> String {
-    let live_chats = state
-        .db
-        .read(crate::db::admin::live_chats)
-        .await
-        .unwrap_or(-1);
-    let online = state.engine.online_count().await;
+    let live_chats = state.engine.live_chat_count() as i64;
+    let online = state.engine.online_count();
     let m = &*METRICS;
     m.connections.set(state.hub.connection_count() as i64);
     m.online_users.set(online as i64);

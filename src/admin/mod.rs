@@ -425,7 +425,8 @@ impl Admin {
             status.pid = Some(std::process::id());
             status.uptime_seconds = Some(live.started.elapsed().as_secs());
             status.connections = Some(live.state.hub.connection_count());
-            status.online_users = Some(live.state.engine.online_count().await);
+            status.online_users = Some(live.state.engine.online_count());
+            status.live_chats = live.state.engine.live_chat_count() as i64;
             status.rss_bytes = crate::metrics::rss_bytes();
             status.otp = Some(otp.into());
             status.push = Some(push.into());

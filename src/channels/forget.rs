@@ -1,38 +1,24 @@
-//! The admin commands' one hook into the engine (docs/administration.md, `src/admin/`).
-//!
-//! TODO(lead): the presence rewrite must provide `Engine::forget_user` with this contract.
-//! This implementation is the minimal one for the engine as it was when the admin commands
-//! landed (presence in memory, everything else read from the database).
+//! The admin commands' one hook into the engine (`src/admin/`, docs/administration.md).
 
-use super::{ChannelError, Engine};
-use crate::db::{self, users::UserId};
+use std::sync::Arc;
+
+use super::Engine;
+use crate::db::{self, users::UserId, DbError};
 
 impl Engine {
-    /// Take `user` offline now and keep nothing about them: any open background window ends
-    /// and, if they were online, their online mutual contacts get `contact_offline` and their
-    /// chats are re-evaluated exactly as when a user goes offline (behaviour.md "Presence").
-    ///
-    /// The admin commands call it after `Hub::disconnect_user` has closed every connection of
-    /// the user and those connections' cleanup has run, with their tokens already revoked (so
-    /// nothing brings them back). `hangin user delete` calls it twice: before the rows are
-    /// deleted (so the announcement can still find the contacts) and again after they are gone
-    /// (to drop anything the engine may have loaded about them meanwhile). Idempotent.
-    pub async fn forget_user(&self, user: UserId) -> Result<(), ChannelError> {
-        let mut p = self.presence.lock().await;
-        if !p.is_online(user) {
-            p.chats_subscriptions.remove(&user);
-            return Ok(());
+    /// Take `user` offline now and bring the engine in line with the database about them.
+    /// Called by `hangin user ban|signout|delete` after `Hub::disconnect_user` closed every
+    /// connection of the user (their tokens already revoked, so nothing brings them back):
+    /// an open background window ends too, their online mutual contacts get `contact_offline`
+    /// and their chats are re-evaluated, exactly as in Presence. `delete` calls it after the
+    /// user's rows are gone: then the user is dropped from every chat and contact list
+    /// (`World::forget`). Idempotent.
+    pub async fn forget_user(self: &Arc<Self>, user: UserId) -> Result<(), DbError> {
+        {
+            let mut world = self.world.lock();
+            let outs = world.take_offline(user, db::now_ms());
+            self.apply(&world, outs);
         }
-        let before = self.member_chat_views(&p, user).await?;
-        p.chats_subscriptions.remove(&user);
-        if p.background.remove(&user).is_some() {
-            self.db
-                .write(move |c| db::users::set_background_until(c, user, None))
-                .await?;
-        }
-        let base = self.default_base.clone();
-        self.announce(&p, user, false, &base).await?;
-        self.apply_change(&p, before, &base).await?;
-        Ok(())
+        self.people_changed(vec![user]).await
     }
 }
