@@ -375,6 +375,10 @@ impl World {
         let Some(person) = self.people.get_mut(&user) else {
             return outs;
         };
+        if person.subscriptions == 0 {
+            // Already taken offline (an admin's ban or sign-out): nothing left to announce.
+            return outs;
+        }
         if person.subscriptions > 1 || person.window_until.is_some() {
             person.subscriptions = person.subscriptions.saturating_sub(1);
             return outs;
