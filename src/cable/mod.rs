@@ -22,7 +22,6 @@ use serde_json::Map;
 use self::protocol::{ChannelRef, Command};
 use crate::channels::{ChannelError, Spoken};
 use crate::db::chats::ChatId;
-use crate::http::client_ip::{origin, Peer};
 use crate::http::error::ApiError;
 use crate::http::params::{bearer_token, parse_query};
 use crate::hub::{ConnHandle, Outbound};
@@ -51,7 +50,6 @@ pub async fn upgrade(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     headers: HeaderMap,
     uri: axum::http::Uri,
-    peer: Option<axum::Extension<Peer>>,
 ) -> Response {
     let Ok(ws) = ws else {
         // Like the original: a plain HTTP request to /cable is not found.
@@ -61,7 +59,8 @@ pub async fn upgrade(
     let mut query = Map::new();
     parse_query(uri.query(), &mut query);
     let token = bearer_token(&headers, &query);
-    let base = origin(&state, &headers, peer.map(|p| p.0)).base_url;
+    // Frames go to other users too: never this connection's `Host` (docs/hardening.md).
+    let base = state.public_base.to_string();
     let user = match token {
         Some(t) => state.auth.authenticate(&t).await.ok(),
         None => None,
