@@ -99,6 +99,22 @@ async fn silent_half_header_and_idle_keepalive_connections_are_closed() {
     );
     assert!((2.5..4.5).contains(&idle_s), "idle closed after {idle_s} s");
 
+    // A keep-alive connection that starts its next head gets the head timeout, not the idle one.
+    let mut again = connect(&s).await;
+    again
+        .write_all(b"GET /up HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = again.read(&mut buf).await.unwrap();
+    assert!(text(&buf[..n]).starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    again.write_all(b"GET /up HTTP/1.1\r\nHo").await.unwrap();
+    let (again_s, _, again_closed) = until_closed(&mut again, limit).await;
+    assert!(
+        again_closed && (0.8..2.2).contains(&again_s),
+        "closed: {again_closed} after {again_s} s"
+    );
+
     // A client that keeps using its connection keeps it.
     let mut busy = connect(&s).await;
     for _ in 0..4 {

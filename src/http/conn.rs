@@ -27,8 +27,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::client_ip::Cidr;
 use crate::config::LimitsConfig;
 
-/// Descriptors kept free for the database, pictures, logs and the listeners themselves.
-pub const FD_RESERVE: u64 = 64;
+/// Refused connections kept open at once while their 503 is read.
+const LINGER_MAX: usize = 32;
+/// Descriptors kept free beyond `max_connections`: the database (writer and readers, each with
+/// its -wal and -shm), pictures being served or stored, logs, listeners, the runtime's own, and
+/// the lingering refusals. Without them a full server would hit EMFILE and stop accepting — and
+/// so stop refusing — altogether.
+pub const FD_RESERVE: u64 = 128 + LINGER_MAX as u64;
 
 /// Raise the soft open-file limit to the hard limit; (before, after).
 // `rlim_t` is 32 bits wide on some 32-bit ARM targets: the casts are not idle there.
@@ -112,7 +117,7 @@ impl Admission {
             total: AtomicUsize::new(0),
             per_address: Mutex::new(HashMap::new()),
             exempt,
-            lingering: Arc::new(tokio::sync::Semaphore::new(64)),
+            lingering: Arc::new(tokio::sync::Semaphore::new(LINGER_MAX)),
         })
     }
 
@@ -150,7 +155,8 @@ impl Admission {
     }
 
     /// Answer a refused plain-HTTP connection with a 503 in the JSON error shape and close it;
-    /// past 64 refusals in flight, close without a word (an attacker gets no extra sockets).
+    /// past `LINGER_MAX` refusals in flight, close without a word (an attacker gets no extra
+    /// sockets).
     pub fn refuse_plain(&self, stream: tokio::net::TcpStream, why: Refusal) {
         let Ok(permit) = self.lingering.clone().try_acquire_owned() else {
             return;
@@ -241,6 +247,8 @@ pub struct ConnState {
     write_blocked: AtomicU64,
     /// The websocket handshake must be handed over by then (0 = no handshake under way).
     upgrade_deadline: AtomicU64,
+    /// Tells the supervisor that a deadline earlier than the one it sleeps towards appeared.
+    wake: tokio::sync::Notify,
 }
 
 impl ConnState {
@@ -256,6 +264,7 @@ impl ConnState {
         if self.phase.load(Ordering::Relaxed) == IDLE && !self.h2.load(Ordering::Relaxed) {
             self.since.store(now_ms(), Ordering::Relaxed);
             self.phase.store(HEAD, Ordering::Release);
+            self.wake.notify_one();
         }
     }
 
@@ -275,6 +284,7 @@ impl ConnState {
                 started + policy.upgrade_timeout.as_millis() as u64,
                 Ordering::Relaxed,
             );
+            self.wake.notify_one();
         }
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.phase.store(BUSY, Ordering::Release);
@@ -339,6 +349,7 @@ impl ConnState {
             tokio::select! {
                 out = &mut conn => return Some(out),
                 _ = tokio::time::sleep(wait), if next != u64::MAX => {}
+                _ = self.wake.notified() => {}
             }
         }
     }
@@ -551,6 +562,32 @@ mod tests {
             keepalive_timeout: Duration::from_secs(1),
             upgrade_timeout: Duration::from_secs(1),
         }
+    }
+
+    #[tokio::test]
+    async fn phases_pick_their_own_timeouts() {
+        let mut p = policy(1, 1);
+        p.header_timeout = Duration::from_millis(50);
+        p.keepalive_timeout = Duration::from_secs(30);
+        p.upgrade_timeout = Duration::from_millis(50);
+        // A new connection must send a head: the short timeout.
+        let s = ConnState::new();
+        assert!(s.check(&p).is_ok());
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(s.check(&p), Err("no complete request head"));
+        // A request in flight is not timed; once answered, idle gets the long timeout.
+        let s = ConnState::new();
+        let busy = s.begin(false, false, &p);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(s.check(&p).is_ok());
+        drop(busy);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(s.check(&p).is_ok(), "idle is not the header timeout");
+        // A websocket handshake is timed even while its request is in flight.
+        let s = ConnState::new();
+        let _busy = s.begin(true, false, &p);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(s.check(&p), Err("the websocket handshake did not finish"));
     }
 
     #[test]
