@@ -65,6 +65,12 @@ pub struct LimitsConfig {
     pub keepalive_timeout_seconds: u64,
     /// A websocket handshake must be complete this long after its request began.
     pub upgrade_timeout_seconds: u64,
+    /// Newest messages sent as a chat's history when a subscriber joins.
+    pub history_messages: usize,
+    /// Upper bound of that history's size in bytes (older messages are left out first).
+    pub history_bytes: usize,
+    /// Live chats one user may have started at once (`createChat` beyond answers an error).
+    pub live_chats_per_user: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -238,6 +244,9 @@ impl Default for LimitsConfig {
             header_timeout_seconds: 10,
             keepalive_timeout_seconds: 60,
             upgrade_timeout_seconds: 10,
+            history_messages: 200,
+            history_bytes: 1 << 20,
+            live_chats_per_user: 20,
         }
     }
 }

@@ -114,11 +114,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let pusher = drivers::push::from_config(&config)?;
     let push = drivers::push::PushQueue::start(pusher, db.clone(), config.push.queue);
     let hub = Arc::new(Hub::new());
-    let engine = Engine::new(db.clone(), hub.clone(), push.clone(), &config);
-    engine
-        .restore()
+    let engine = Engine::start(db.clone(), hub.clone(), push.clone(), &config)
         .await
-        .context("restoring background windows")?;
+        .context("loading presence and live chats")?;
+    // The engine renders frames for everyone with one base (docs/hardening.md "Absolute URLs").
+    match (http_addr, tls_addr) {
+        (Some(bound), _) => engine.set_base(&config, bound, false),
+        (None, Some(bound)) => engine.set_base(&config, bound, true),
+        (None, None) => {}
+    }
     let trusted_proxies: Arc<Vec<Cidr>> = Arc::new(
         config
             .trusted_proxies
@@ -211,6 +215,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 tokio::task::spawn_blocking(move || ad.withdraw())
                     .await
                     .ok();
+            }
+            // Everyone online goes to the background first (committed), so the chats stay
+            // live across the restart; only then are clients told to reconnect.
+            if let Err(e) = state.engine.shutdown().await {
+                log::error!("shutdown: background windows were not stored: {e}");
             }
             log::info!(
                 "shutting down: telling {} cable client(s) to reconnect",
