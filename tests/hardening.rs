@@ -646,3 +646,102 @@ async fn read_only_data_dir_refuses_to_start_with_a_clear_error() {
         "{err}"
     );
 }
+
+/// An ext4 image on a loop device with `errors=remount-ro`, as an SD card's filesystem often is;
+/// `trigger_fs_error` makes the kernel turn it read-only under the running server (a tmpfs cannot
+/// be remounted read-only while the database is open for writing).
+struct Ext4 {
+    dir: tempfile::TempDir,
+    device: String,
+}
+
+impl Ext4 {
+    fn mount() -> Option<Ext4> {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: a loop mount needs root (CI runs as root)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("fs.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(16 << 20)
+            .unwrap();
+        let mkfs = Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&image)
+            .status();
+        let point = dir.path().join("mnt");
+        std::fs::create_dir(&point).unwrap();
+        let mounted = mkfs.is_ok_and(|s| s.success())
+            && Command::new("mount")
+                .args(["-o", "loop,errors=remount-ro"])
+                .arg(&image)
+                .arg(&point)
+                .status()
+                .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("SKIPPED: no mkfs.ext4 or no loop devices here");
+            return None;
+        }
+        let source = Command::new("findmnt")
+            .args(["-n", "-o", "SOURCE"])
+            .arg(&point)
+            .output()
+            .unwrap();
+        let device = text(&source.stdout)
+            .trim()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string();
+        Some(Ext4 { dir, device })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    fn fail(&self) {
+        std::fs::write(
+            format!("/sys/fs/ext4/{}/trigger_fs_error", self.device),
+            "1",
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.path()).status();
+    }
+}
+
+#[tokio::test]
+async fn filesystem_turning_read_only_under_the_server_answers_503() {
+    let Some(fs) = Ext4::mount() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_in(dir, fs.path().join("data"), &[]);
+    let u = s.sign_up("Read", "Only").await;
+    assert_eq!(wait_up(&s, 200).await.status(), 200);
+
+    fs.fail();
+    let r = wait_up(&s, 503).await;
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    assert_unavailable(status, &headers, &r.json().await.unwrap());
+    let r = s
+        .http()
+        .patch(s.url("/user"))
+        .bearer_auth(&u.token)
+        .json(&json!({"user": {"first_name": "Ro"}}))
+        .send()
+        .await
+        .unwrap();
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    assert_unavailable(status, &headers, &r.json().await.unwrap());
+    s.child.kill().ok();
+    s.child.wait().ok();
+}
