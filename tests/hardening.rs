@@ -745,3 +745,56 @@ async fn filesystem_turning_read_only_under_the_server_answers_503() {
     s.child.kill().ok();
     s.child.wait().ok();
 }
+
+#[tokio::test]
+async fn a_client_that_does_not_read_its_response_is_closed() {
+    let s = Server::start(&[
+        ("HANGIN_LIMITS__PICTURE_BYTES", "16777216"),
+        ("HANGIN_LIMITS__KEEPALIVE_TIMEOUT_SECONDS", "2"),
+    ]);
+    let u = s.sign_up("Slow", "Reader").await;
+    // A "PNG" of 12 MB: far more than the socket buffers between us hold.
+    let mut big = common::tiny_png();
+    big.resize(12 << 20, 0);
+    let size = big.len();
+    let part = reqwest::multipart::Part::bytes(big)
+        .file_name("big.png")
+        .mime_str("image/png")
+        .unwrap();
+    let r = s
+        .http()
+        .post(s.url("/user/addProfilePicture"))
+        .bearer_auth(&u.token)
+        .multipart(reqwest::multipart::Form::new().part("user[profile_picture]", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let url: String = r.json::<Value>().await.unwrap()["profile_pic"]
+        .as_str()
+        .unwrap()
+        .into();
+    let path = url.split_once("/blobs/").unwrap().1;
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut c = socket
+        .connect(format!("127.0.0.1:{}", s.port).parse().unwrap())
+        .await
+        .unwrap();
+    c.write_all(format!("GET /blobs/{path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // Do not read for a while: the server's writes block.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (_, got, closed) = until_closed(&mut c, Duration::from_secs(5)).await;
+    assert!(
+        closed,
+        "the connection was kept for a client that does not read"
+    );
+    assert!(
+        got.len() < size,
+        "the whole response went out ({} bytes)",
+        got.len()
+    );
+}

@@ -403,12 +403,16 @@ impl<S: AsyncWrite + Unpin> Tracked<S> {
     fn note_write<T>(&self, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         match &poll {
             Poll::Pending => {
-                let _ = self.state.write_blocked.compare_exchange(
+                let started = self.state.write_blocked.compare_exchange(
                     0,
                     now_ms(),
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 );
+                if started.is_ok() {
+                    // A request in flight has no other deadline the supervisor sleeps towards.
+                    self.state.wake.notify_one();
+                }
             }
             Poll::Ready(_) => self.state.write_blocked.store(0, Ordering::Relaxed),
         }
