@@ -342,7 +342,8 @@ async fn ensure_client(db: &Db, config: &Config) -> anyhow::Result<()> {
         anyhow::bail!(
             "the database {} has no OAuth client, but {} exists: the database is not the one the \
              apps were configured for (was it deleted or replaced?). Restore the database from a \
-             backup, or move {} away to start afresh with new credentials",
+             backup; or, if every client was deleted on purpose, move {} away to start afresh \
+             with new credentials",
             config.db_path().display(),
             path.display(),
             path.display()
