@@ -56,6 +56,16 @@ pub struct LimitsConfig {
     pub frame_bytes: usize,
     /// Frames queued for one websocket before it counts as too slow and is disconnected.
     pub send_queue_frames: usize,
+    /// Open connections (HTTP and websocket) at most; 0 = as many as the open-file limit allows.
+    pub max_connections: usize,
+    /// Open connections from one client address at most (`trusted_proxies` exempt); 0 = no cap.
+    pub max_connections_per_address: usize,
+    /// A request head (and a new connection's first one) must arrive within this.
+    pub header_timeout_seconds: u64,
+    /// An idle keep-alive connection, or a response the client does not read, is closed after this.
+    pub keepalive_timeout_seconds: u64,
+    /// A websocket handshake must be complete this long after its request began.
+    pub upgrade_timeout_seconds: u64,
     /// Newest messages sent as a chat's history when a subscriber joins.
     pub history_messages: usize,
     /// Upper bound of that history's size in bytes (older messages are left out first).
@@ -241,6 +251,11 @@ impl Default for LimitsConfig {
             message_body_bytes: 4096,
             frame_bytes: 64 << 10,
             send_queue_frames: 1024,
+            max_connections: 10_000,
+            max_connections_per_address: 128,
+            header_timeout_seconds: 10,
+            keepalive_timeout_seconds: 60,
+            upgrade_timeout_seconds: 10,
             history_messages: 200,
             history_bytes: 1 << 20,
             live_chats_per_user: 20,
@@ -486,6 +501,24 @@ impl Config {
         }
         if self.limits.send_queue_frames == 0 {
             return bad("limits.send_queue_frames", "must be positive");
+        }
+        for (key, value) in [
+            (
+                "limits.header_timeout_seconds",
+                self.limits.header_timeout_seconds,
+            ),
+            (
+                "limits.keepalive_timeout_seconds",
+                self.limits.keepalive_timeout_seconds,
+            ),
+            (
+                "limits.upgrade_timeout_seconds",
+                self.limits.upgrade_timeout_seconds,
+            ),
+        ] {
+            if value == 0 {
+                return bad(key, "must be positive");
+            }
         }
         if self.cable.ping_seconds == 0 {
             return bad("cable.ping_seconds", "must be positive");
