@@ -33,6 +33,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub mdns: MdnsConfig,
     pub numbers: NumbersConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// Phone numbers (docs/configuration.md "[numbers]").
@@ -75,6 +76,16 @@ pub struct LimitsConfig {
     pub frame_bytes: usize,
     /// Frames queued for one websocket before it counts as too slow and is disconnected.
     pub send_queue_frames: usize,
+    /// Open connections (HTTP and websocket) at most; 0 = as many as the open-file limit allows.
+    pub max_connections: usize,
+    /// Open connections from one client address at most (`trusted_proxies` exempt); 0 = no cap.
+    pub max_connections_per_address: usize,
+    /// A request head (and a new connection's first one) must arrive within this.
+    pub header_timeout_seconds: u64,
+    /// An idle keep-alive connection, or a response the client does not read, is closed after this.
+    pub keepalive_timeout_seconds: u64,
+    /// A websocket handshake must be complete this long after its request began.
+    pub upgrade_timeout_seconds: u64,
     /// Newest messages sent as a chat's history when a subscriber joins.
     pub history_messages: usize,
     /// Upper bound of that history's size in bytes (older messages are left out first).
@@ -207,6 +218,16 @@ pub struct MdnsConfig {
     pub interfaces: Vec<String>,
 }
 
+/// `[metrics]`: Prometheus text at `/metrics` on a listener of its own.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// e.g. "127.0.0.1:9184"; "" = no metrics listener.
+    pub listen: String,
+    /// Allow a non-loopback `listen` (the figures are not secret, but nobody on the LAN needs them).
+    pub allow_remote: bool,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -224,6 +245,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             mdns: MdnsConfig::default(),
             numbers: NumbersConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -250,6 +272,11 @@ impl Default for LimitsConfig {
             message_body_bytes: 4096,
             frame_bytes: 64 << 10,
             send_queue_frames: 1024,
+            max_connections: 10_000,
+            max_connections_per_address: 128,
+            header_timeout_seconds: 10,
+            keepalive_timeout_seconds: 60,
+            upgrade_timeout_seconds: 10,
             history_messages: 200,
             history_bytes: 1 << 20,
             live_chats_per_user: 20,
@@ -472,6 +499,18 @@ impl Config {
                 );
             }
         }
+        if !self.metrics.listen.is_empty() {
+            match self.metrics.listen.parse::<SocketAddr>() {
+                Err(_) => return bad("metrics.listen", "expected an address like 127.0.0.1:9184"),
+                Ok(a) if !a.ip().is_loopback() && !self.metrics.allow_remote => {
+                    return bad(
+                        "metrics.listen",
+                        "not a loopback address; set `metrics.allow_remote = true` to serve metrics beyond this host",
+                    )
+                }
+                Ok(_) => {}
+            }
+        }
         if self.auth.access_token_ttl_seconds == 0 {
             return bad("auth.access_token_ttl_seconds", "must be positive");
         }
@@ -483,6 +522,24 @@ impl Config {
         }
         if self.limits.send_queue_frames == 0 {
             return bad("limits.send_queue_frames", "must be positive");
+        }
+        for (key, value) in [
+            (
+                "limits.header_timeout_seconds",
+                self.limits.header_timeout_seconds,
+            ),
+            (
+                "limits.keepalive_timeout_seconds",
+                self.limits.keepalive_timeout_seconds,
+            ),
+            (
+                "limits.upgrade_timeout_seconds",
+                self.limits.upgrade_timeout_seconds,
+            ),
+        ] {
+            if value == 0 {
+                return bad(key, "must be positive");
+            }
         }
         if self.cable.ping_seconds == 0 {
             return bad("cable.ping_seconds", "must be positive");
@@ -501,6 +558,10 @@ impl Config {
 
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls.listen.parse().ok()
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.listen.parse().ok()
     }
 
     pub fn db_path(&self) -> PathBuf {

@@ -168,7 +168,9 @@ pub(super) async fn grant(
             let result = password_grant(auth, client.id, number.clone(), code, ttl).await;
             if matches!(result, Err(AuthError::InvalidGrant)) {
                 // fail2ban-friendly: one line with the number and the address.
-                log::warn!("failed OTP verification for number {number} from {client_ip}");
+                // The number as the wire shows it, like the OTP drivers' lines.
+                let shown = auth.numbers.display(&number);
+                log::warn!("failed OTP verification for number {shown} from {client_ip}");
             }
             result
         }

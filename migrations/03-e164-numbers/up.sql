@@ -4,3 +4,4 @@
 UPDATE users     SET number = '+1' || number WHERE number GLOB '[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]';
 UPDATE friends   SET number = '+1' || number WHERE number GLOB '[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]';
 UPDATE otp_codes SET number = '+1' || number WHERE number GLOB '[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]';
+UPDATE bans      SET number = '+1' || number WHERE number GLOB '[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]';
