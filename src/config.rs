@@ -55,6 +55,8 @@ pub struct LimitsConfig {
     pub frame_bytes: usize,
     /// Frames queued for one websocket before it counts as too slow and is disconnected.
     pub send_queue_frames: usize,
+    /// Subscriptions one websocket may hold; a subscribe beyond gets `reject_subscription`.
+    pub subscriptions_per_connection: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -159,6 +161,10 @@ pub struct CableConfig {
     pub key_style: KeyStyle,
     pub background_window_seconds: u64,
     pub ping_seconds: u64,
+    /// A peer that acknowledges nothing we sent (the pings) for this long is dead: its TCP
+    /// connection is aborted (TCP_USER_TIMEOUT) and the user goes offline. 0 = the kernel's
+    /// default (about 15 minutes).
+    pub dead_peer_seconds: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -223,6 +229,7 @@ impl Default for LimitsConfig {
             message_body_bytes: 4096,
             frame_bytes: 64 << 10,
             send_queue_frames: 1024,
+            subscriptions_per_connection: 100,
         }
     }
 }
@@ -302,6 +309,7 @@ impl Default for CableConfig {
             key_style: KeyStyle::Snake,
             background_window_seconds: 300,
             ping_seconds: 3,
+            dead_peer_seconds: 30,
         }
     }
 }
@@ -453,6 +461,9 @@ impl Config {
         }
         if self.limits.send_queue_frames == 0 {
             return bad("limits.send_queue_frames", "must be positive");
+        }
+        if self.limits.subscriptions_per_connection == 0 {
+            return bad("limits.subscriptions_per_connection", "must be positive");
         }
         if self.cable.ping_seconds == 0 {
             return bad("cable.ping_seconds", "must be positive");
