@@ -96,13 +96,15 @@ pub async fn upgrade(
 
 /// No connection for this upgrade: the upgrade succeeds, then one disconnect frame and close.
 async fn refuse(socket: WebSocket, reason: &'static str, reconnect: bool) {
-    let (sink, stream) = socket.split();
-    close_socket(
-        sink,
-        stream,
+    let (mut sink, stream) = socket.split();
+    if send_close(
+        &mut sink,
         Closing::Send(disconnect_frames(reason, reconnect)),
     )
-    .await;
+    .await
+    {
+        await_close(sink, stream).await;
+    }
 }
 
 struct Connection {
@@ -206,8 +208,8 @@ impl Connection {
         Box::pin(self.finish(stream, speaking, writer, end)).await;
     }
 
-    /// The connection has ended: close the socket (in a task of its own, so neither waits for
-    /// the other), then commit what was read and leave every channel.
+    /// The connection has ended: close the socket, then commit what was read and leave every
+    /// channel.
     async fn finish(
         mut self,
         stream: Stream,
@@ -224,7 +226,7 @@ impl Connection {
                 None
             }
         };
-        if let Some((sink, writer_end)) = written {
+        if let Some((mut sink, writer_end)) = written {
             let closing = match (writer_end, self.handle.close_code(), end) {
                 (WriterEnd::Disconnect { reason, reconnect }, _, _) => {
                     Closing::Send(disconnect_frames(reason, reconnect))
@@ -237,7 +239,15 @@ impl Connection {
                     Closing::Send(vec![close_frame(1000)])
                 }
             };
-            tokio::spawn(close_socket(sink, stream, closing));
+            // Our frames go out before the connection counts as gone (a graceful shutdown
+            // waits for that), the wait for the client's answer does not hold anything up.
+            if send_close(&mut sink, closing).await {
+                tokio::spawn(await_close(sink, stream));
+            } else {
+                drop((sink, stream));
+            }
+        } else {
+            drop(stream);
         }
         // What was read is committed and published, as if handled one by one.
         while speaking.next().await.is_some() {}
@@ -435,31 +445,45 @@ enum Closing {
     Drop,
 }
 
-async fn close_socket(mut sink: Sink, mut stream: Stream, closing: Closing) {
-    let closed = async {
+/// Send what closing takes, within `CLOSE_WAIT`; whether the client's answering Close is still
+/// to be read (`await_close`).
+async fn send_close(sink: &mut Sink, closing: Closing) -> bool {
+    let sent = async {
         match closing {
             Closing::Reply => {
                 let _ = sink.close().await;
+                false
             }
             Closing::Send(frames) => {
                 for frame in frames {
                     if sink.send(frame).await.is_err() {
                         // The client closed meanwhile: answer its Close instead.
                         let _ = sink.close().await;
-                        return;
+                        return false;
                     }
                 }
-                while let Some(Ok(message)) = stream.next().await {
-                    if matches!(message, Message::Close(_)) {
-                        break;
-                    }
-                }
+                true
             }
-            Closing::Drop => {}
+            Closing::Drop => false,
         }
     };
-    let _ = tokio::time::timeout(CLOSE_WAIT, closed).await;
+    tokio::time::timeout(CLOSE_WAIT, sent)
+        .await
+        .unwrap_or(false)
+}
+
+/// Read until the client answers our Close (at most `CLOSE_WAIT`), then close TCP.
+async fn await_close(sink: Sink, mut stream: Stream) {
+    let answered = async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, answered).await;
     // Dropping both halves closes the TCP connection.
+    drop(sink);
 }
 
 fn close_frame(code: u16) -> Message {
