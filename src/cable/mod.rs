@@ -297,7 +297,7 @@ impl Connection {
             log::warn!("cable action failed for user {}: {e}", self.handle.user.0);
             if matches!(e, ChannelError::Db(_)) {
                 // A fault of ours, not of the client: let it come back once we recover.
-                self.handle.disconnect("server_error", true);
+                self.handle.disconnect("server_restart", true);
             }
         }
     }
