@@ -351,7 +351,7 @@ async fn subscriptions_per_connection_are_capped() {
 }
 
 /// A database fault while the upgrade checks the token is not the client's fault: it is told
-/// to reconnect (`server_error`, `reconnect: true`), not `unauthorized` for good. Once the
+/// to reconnect (`server_restart`, `reconnect: true`), not `unauthorized` for good. Once the
 /// fault is over the same token connects, and a bad token still gets `unauthorized`.
 #[tokio::test]
 async fn a_database_fault_during_the_upgrade_asks_the_client_to_reconnect() {
@@ -367,7 +367,7 @@ async fn a_database_fault_during_the_upgrade_asks_the_client_to_reconnect() {
     let mut c = Cable::connect_raw(&url).await;
     assert_eq!(
         c.next_frame(|_| true).await,
-        json!({"type": "disconnect", "reason": "server_error", "reconnect": true})
+        json!({"type": "disconnect", "reason": "server_restart", "reconnect": true})
     );
     c.drain(Duration::from_millis(500)).await;
     assert_eq!(c.closed, Some(Some(1000)));

@@ -87,8 +87,9 @@ pub async fn upgrade(
                 }
                 // The token could not be checked (database fault): not the client's fault, so
                 // it must come back rather than give up for good. ActionCable has no reason for
-                // a server fault; `server_error` is the one a failed subscribe sends too.
-                Err(TokenProblem::Unavailable) => refuse(socket, "server_error", true).await,
+                // a server fault; `server_restart` (as after a failed subscribe) is the one
+                // clients already come back on.
+                Err(TokenProblem::Unavailable) => refuse(socket, "server_restart", true).await,
                 Err(_) => refuse(socket, "unauthorized", false).await,
             }
         })
