@@ -32,6 +32,7 @@ pub struct Config {
     pub cable: CableConfig,
     pub tls: TlsConfig,
     pub mdns: MdnsConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -193,6 +194,16 @@ pub struct MdnsConfig {
     pub interfaces: Vec<String>,
 }
 
+/// `[metrics]`: Prometheus text at `/metrics` on a listener of its own.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// e.g. "127.0.0.1:9184"; "" = no metrics listener.
+    pub listen: String,
+    /// Allow a non-loopback `listen` (the figures are not secret, but nobody on the LAN needs them).
+    pub allow_remote: bool,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -209,6 +220,7 @@ impl Default for Config {
             cable: CableConfig::default(),
             tls: TlsConfig::default(),
             mdns: MdnsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -459,6 +471,18 @@ impl Config {
                 );
             }
         }
+        if !self.metrics.listen.is_empty() {
+            match self.metrics.listen.parse::<SocketAddr>() {
+                Err(_) => return bad("metrics.listen", "expected an address like 127.0.0.1:9184"),
+                Ok(a) if !a.ip().is_loopback() && !self.metrics.allow_remote => {
+                    return bad(
+                        "metrics.listen",
+                        "not a loopback address; set `metrics.allow_remote = true` to serve metrics beyond this host",
+                    )
+                }
+                Ok(_) => {}
+            }
+        }
         if self.auth.access_token_ttl_seconds == 0 {
             return bad("auth.access_token_ttl_seconds", "must be positive");
         }
@@ -489,6 +513,10 @@ impl Config {
 
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls.listen.parse().ok()
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.listen.parse().ok()
     }
 
     pub fn db_path(&self) -> PathBuf {

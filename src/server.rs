@@ -53,6 +53,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    // First, so a second server on this data dir stops before touching the database.
+    let control = crate::admin::control::bind(&config.data_dir)?;
     let db = Db::open(&config.db_path())
         .with_context(|| format!("cannot open database {}", config.db_path().display()))?;
     ensure_client(&db, &config).await?;
@@ -82,6 +84,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown: CancellationToken::new(),
     };
     let router = http::router(state.clone());
+    crate::metrics::set_driver_names(&config);
+    crate::admin::cli::start_control(control, state.clone(), std::time::Instant::now());
 
     let tls_identity = match config.tls_addr() {
         Some(_) => Some(crate::tls::load(&config.tls, &config.data_dir)?),
@@ -128,6 +132,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             dead_peer_timeout(&config),
             state.shutdown.clone(),
         )));
+    }
+
+    if let Some(addr) = config.metrics_addr() {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        log::info!("metrics at http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(crate::metrics::serve(listener, state.clone()));
     }
 
     let advertisement = advertise(&config, &db, http_addr, tls_addr).await;

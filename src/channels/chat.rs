@@ -241,6 +241,7 @@ impl Engine {
                 return;
             }
         };
+        crate::metrics::message_stored();
         let Saved {
             chat_name,
             speaker: me,

@@ -16,6 +16,7 @@
 mod background;
 mod chat;
 mod chats;
+mod forget;
 #[cfg(test)]
 mod model_tests;
 pub mod world;

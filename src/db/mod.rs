@@ -6,6 +6,7 @@
 //! before [`Db::write`] returns. The writer takes every write that is queued when it wakes,
 //! runs each in its own savepoint inside one transaction and commits once: many writes, one fsync.
 
+pub mod admin;
 pub mod chats;
 pub mod clients;
 pub mod otp;
@@ -307,7 +308,9 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteJob>, stats: &Write
             }
         }
         let count = batch.len() as u64;
+        let started = std::time::Instant::now();
         let finishers = run_batch(&mut conn, batch.drain(..));
+        crate::metrics::db_commit(started.elapsed(), count as usize);
         stats.transactions.fetch_add(1, Ordering::Relaxed);
         stats.writes.fetch_add(count, Ordering::Relaxed);
         let (commit, finishers) = finishers;
