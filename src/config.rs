@@ -55,6 +55,12 @@ pub struct LimitsConfig {
     pub frame_bytes: usize,
     /// Frames queued for one websocket before it counts as too slow and is disconnected.
     pub send_queue_frames: usize,
+    /// Newest messages sent as a chat's history when a subscriber joins.
+    pub history_messages: usize,
+    /// Upper bound of that history's size in bytes (older messages are left out first).
+    pub history_bytes: usize,
+    /// Live chats one user may have started at once (`createChat` beyond answers an error).
+    pub live_chats_per_user: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -223,6 +229,9 @@ impl Default for LimitsConfig {
             message_body_bytes: 4096,
             frame_bytes: 64 << 10,
             send_queue_frames: 1024,
+            history_messages: 200,
+            history_bytes: 1 << 20,
+            live_chats_per_user: 20,
         }
     }
 }

@@ -201,8 +201,18 @@ impl Hub {
         self.deliver_local(stream, payload);
     }
 
+    /// Publish to every subscription of `stream` but one (`own_chat` goes to the creating
+    /// subscription, `chat` to the creator's others).
+    pub fn broadcast_except(&self, stream: Stream, payload: &str, conn: ConnId, identifier: &str) {
+        self.deliver(stream, payload, Some((conn, identifier)));
+    }
+
     /// Deliver to this server's subscribers only.
     pub fn deliver_local(&self, stream: Stream, payload: &str) {
+        self.deliver(stream, payload, None);
+    }
+
+    fn deliver(&self, stream: Stream, payload: &str, except: Option<(ConnId, &str)>) {
         let subscribers = match self.streams.read().get(&stream) {
             Some(list) => list.clone(),
             None => return,
@@ -210,6 +220,9 @@ impl Hub {
         // Most subscriptions of a stream share one identifier string: build each frame once.
         let mut frames: Vec<(Arc<str>, Utf8Bytes)> = Vec::with_capacity(2);
         for sub in subscribers.iter() {
+            if except.is_some_and(|(conn, id)| sub.conn.id == conn && &*sub.identifier == id) {
+                continue;
+            }
             let frame = match frames
                 .iter()
                 .find(|(id, _)| Arc::ptr_eq(id, &sub.identifier) || **id == *sub.identifier)

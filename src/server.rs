@@ -61,11 +61,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let pusher = drivers::push::from_config(&config)?;
     let push = drivers::push::PushQueue::start(pusher, db.clone(), config.push.queue);
     let hub = Arc::new(Hub::new());
-    let engine = Engine::new(db.clone(), hub.clone(), push.clone(), &config);
-    engine
-        .restore()
+    let engine = Engine::start(db.clone(), hub.clone(), push.clone(), &config)
         .await
-        .context("restoring background windows")?;
+        .context("loading presence and live chats")?;
     let trusted_proxies = Arc::new(
         config
             .trusted_proxies
@@ -100,6 +98,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let bound = listener.local_addr()?;
         log::info!("listening on http://{bound} (websocket at ws://{bound}/cable)");
         http_addr = Some(bound);
+        engine.set_base(&config, bound, false);
         accept_tasks.push(tokio::spawn(accept_loop(
             listener,
             router.clone(),
@@ -118,6 +117,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             identity.fingerprint
         );
         tls_addr = Some(bound);
+        if http_addr.is_none() {
+            engine.set_base(&config, bound, true);
+        }
         accept_tasks.push(tokio::spawn(accept_loop(
             listener,
             router.clone(),
@@ -149,6 +151,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 tokio::task::spawn_blocking(move || ad.withdraw())
                     .await
                     .ok();
+            }
+            // Everyone online goes to the background first (committed), so the chats stay
+            // live across the restart; only then are clients told to reconnect.
+            if let Err(e) = state.engine.shutdown().await {
+                log::error!("shutdown: background windows were not stored: {e}");
             }
             log::info!(
                 "shutting down: telling {} cable client(s) to reconnect",
