@@ -92,6 +92,8 @@ pub struct LimitsConfig {
     pub history_bytes: usize,
     /// Live chats one user may have started at once (`createChat` beyond answers an error).
     pub live_chats_per_user: usize,
+    /// Subscriptions one websocket may hold; a subscribe beyond gets `reject_subscription`.
+    pub subscriptions_per_connection: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,6 +198,10 @@ pub struct CableConfig {
     pub key_style: KeyStyle,
     pub background_window_seconds: u64,
     pub ping_seconds: u64,
+    /// A peer that acknowledges nothing we sent (the pings) for this long is dead: its TCP
+    /// connection is aborted (TCP_USER_TIMEOUT) and the user goes offline. 0 = the kernel's
+    /// default (about 15 minutes).
+    pub dead_peer_seconds: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -280,6 +286,7 @@ impl Default for LimitsConfig {
             history_messages: 200,
             history_bytes: 1 << 20,
             live_chats_per_user: 20,
+            subscriptions_per_connection: 100,
         }
     }
 }
@@ -359,6 +366,7 @@ impl Default for CableConfig {
             key_style: KeyStyle::Snake,
             background_window_seconds: 300,
             ping_seconds: 3,
+            dead_peer_seconds: 30,
         }
     }
 }
@@ -540,6 +548,9 @@ impl Config {
             if value == 0 {
                 return bad(key, "must be positive");
             }
+        }
+        if self.limits.subscriptions_per_connection == 0 {
+            return bad("limits.subscriptions_per_connection", "must be positive");
         }
         if self.cable.ping_seconds == 0 {
             return bad("cable.ping_seconds", "must be positive");

@@ -181,6 +181,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             router.clone(),
             None,
             admission.clone(),
+            dead_peer_timeout(&config),
             state.shutdown.clone(),
         )));
     }
@@ -195,6 +196,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             router.clone(),
             Some(identity.acceptor),
             admission.clone(),
+            dead_peer_timeout(&config),
             state.shutdown.clone(),
         )));
     }
@@ -407,6 +409,27 @@ fn spawn_otp_purge(db: Db, shutdown: CancellationToken) {
     });
 }
 
+/// `[cable] dead_peer_seconds` as a TCP_USER_TIMEOUT; `None` leaves the kernel's default.
+fn dead_peer_timeout(config: &Config) -> Option<Duration> {
+    let seconds = config.cable.dead_peer_seconds;
+    (seconds > 0).then(|| Duration::from_secs(seconds))
+}
+
+/// Data we sent that stays unacknowledged this long aborts the connection. The cable's pings
+/// are such data every few seconds, so a peer whose network vanished (no FIN, no RST) is found
+/// within `timeout` plus one ping, instead of after the kernel's ~15 minutes of retransmissions
+/// (docs/websocket.md "Dead peers").
+fn set_dead_peer_timeout(stream: &tokio::net::TcpStream, timeout: Option<Duration>) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(timeout) = timeout {
+        if let Err(e) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {
+            log::debug!("cannot set TCP_USER_TIMEOUT: {e}");
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (stream, timeout);
+}
+
 /// Accept connections and serve HTTP/1.1 and HTTP/2 (with websocket upgrades) on each, through
 /// TLS when an acceptor is given. Connections over the caps of `admission` are refused: a 503 in
 /// the JSON error shape on the plain listener, a plain close on the TLS one.
@@ -415,6 +438,7 @@ pub async fn accept_loop(
     router: Router,
     tls: Option<TlsAcceptor>,
     admission: Arc<conn::Admission>,
+    dead_peer: Option<Duration>,
     shutdown: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
@@ -441,6 +465,7 @@ pub async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        set_dead_peer_timeout(&stream, dead_peer);
         let watcher = graceful.watcher();
         match &tls {
             Some(acceptor) => crate::tls::spawn_handshake(
