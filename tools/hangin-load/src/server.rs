@@ -168,6 +168,9 @@ impl Server {
             .env("HANGIN_DATA_DIR", &data_dir)
             .env("HANGIN_MDNS__ENABLED", "false")
             .env("HANGIN_LOG_LEVEL", "info")
+            // Thousands of clients from one loopback address are the point here.
+            .env("HANGIN_LIMITS__MAX_CONNECTIONS", "0")
+            .env("HANGIN_LIMITS__MAX_CONNECTIONS_PER_ADDRESS", "0")
             .env("NOTIFY_SOCKET", &sock_path)
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
