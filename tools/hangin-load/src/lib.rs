@@ -6,6 +6,7 @@
 //! Users, address books and tokens are minted with the hidden `hangin loadtest-users` command.
 //! Scenarios: `idle`, `fanout`, `storm`, `login`, `ready`, and `all` (every target in one run).
 
+pub mod abuse;
 pub mod cable;
 pub mod report;
 pub mod scenarios;

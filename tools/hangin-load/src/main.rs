@@ -118,6 +118,9 @@ enum Scenario {
     },
     /// Every target of the issue, one after the other, on this machine.
     All,
+    /// Abuse and soak scenarios of issue 12 (src/abuse.rs).
+    #[command(flatten)]
+    Abuse(hangin_load::abuse::Command),
 }
 
 fn main() -> ExitCode {
@@ -270,5 +273,6 @@ async fn run(ctx: &Ctx, scenario: Scenario) -> anyhow::Result<Vec<Report>> {
             .await?,
         ],
         Scenario::All => scenarios::all(ctx).await?,
+        Scenario::Abuse(command) => vec![command.run(ctx).await?],
     })
 }
