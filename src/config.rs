@@ -32,6 +32,7 @@ pub struct Config {
     pub cable: CableConfig,
     pub tls: TlsConfig,
     pub mdns: MdnsConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +61,12 @@ pub struct LimitsConfig {
     /// with a warning.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub send_queue_frames: Option<usize>,
+    /// Newest messages sent as a chat's history when a subscriber joins.
+    pub history_messages: usize,
+    /// Upper bound of that history's size in bytes (older messages are left out first).
+    pub history_bytes: usize,
+    /// Live chats one user may have started at once (`createChat` beyond answers an error).
+    pub live_chats_per_user: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -186,6 +193,16 @@ pub struct MdnsConfig {
     pub interfaces: Vec<String>,
 }
 
+/// `[metrics]`: Prometheus text at `/metrics` on a listener of its own.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// e.g. "127.0.0.1:9184"; "" = no metrics listener.
+    pub listen: String,
+    /// Allow a non-loopback `listen` (the figures are not secret, but nobody on the LAN needs them).
+    pub allow_remote: bool,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -202,6 +219,7 @@ impl Default for Config {
             cable: CableConfig::default(),
             tls: TlsConfig::default(),
             mdns: MdnsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -229,6 +247,9 @@ impl Default for LimitsConfig {
             frame_bytes: 64 << 10,
             send_queue_bytes: 1 << 20,
             send_queue_frames: None,
+            history_messages: 200,
+            history_bytes: 1 << 20,
+            live_chats_per_user: 20,
         }
     }
 }
@@ -455,6 +476,18 @@ impl Config {
                 );
             }
         }
+        if !self.metrics.listen.is_empty() {
+            match self.metrics.listen.parse::<SocketAddr>() {
+                Err(_) => return bad("metrics.listen", "expected an address like 127.0.0.1:9184"),
+                Ok(a) if !a.ip().is_loopback() && !self.metrics.allow_remote => {
+                    return bad(
+                        "metrics.listen",
+                        "not a loopback address; set `metrics.allow_remote = true` to serve metrics beyond this host",
+                    )
+                }
+                Ok(_) => {}
+            }
+        }
         if self.auth.access_token_ttl_seconds == 0 {
             return bad("auth.access_token_ttl_seconds", "must be positive");
         }
@@ -482,6 +515,10 @@ impl Config {
 
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls.listen.parse().ok()
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.listen.parse().ok()
     }
 
     pub fn db_path(&self) -> PathBuf {

@@ -97,7 +97,9 @@ impl ConnHandle {
         match self.tx.try_send(Outbound::Frame(frame)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
+                crate::metrics::fanout_dropped(true);
                 if !self.kill.is_cancelled() {
+                    crate::metrics::slow_client_disconnected();
                     log::warn!(
                         "connection {} of user {} is too slow; disconnecting it",
                         self.id,
@@ -106,7 +108,7 @@ impl ConnHandle {
                     self.close(1013); // "try again later"
                 }
             }
-            Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Closed(_)) => crate::metrics::fanout_dropped(false),
         }
     }
 
@@ -213,8 +215,18 @@ impl Hub {
         self.deliver_local(stream, payload);
     }
 
+    /// Publish to every subscription of `stream` but one (`own_chat` goes to the creating
+    /// subscription, `chat` to the creator's others).
+    pub fn broadcast_except(&self, stream: Stream, payload: &str, conn: ConnId, identifier: &str) {
+        self.deliver(stream, payload, Some((conn, identifier)));
+    }
+
     /// Deliver to this server's subscribers only.
     pub fn deliver_local(&self, stream: Stream, payload: &str) {
+        self.deliver(stream, payload, None);
+    }
+
+    fn deliver(&self, stream: Stream, payload: &str, except: Option<(ConnId, &str)>) {
         let subscribers = match self.streams.read().get(&stream) {
             Some(list) => list.clone(),
             None => return,
@@ -222,6 +234,9 @@ impl Hub {
         // Most subscriptions of a stream share one identifier string: build each frame once.
         let mut frames: Vec<(Arc<str>, Utf8Bytes)> = Vec::with_capacity(2);
         for sub in subscribers.iter() {
+            if except.is_some_and(|(conn, id)| sub.conn.id == conn && &*sub.identifier == id) {
+                continue;
+            }
             let frame = match frames
                 .iter()
                 .find(|(id, _)| Arc::ptr_eq(id, &sub.identifier) || **id == *sub.identifier)
@@ -237,6 +252,15 @@ impl Hub {
         }
         self.deliveries
             .fetch_add(subscribers.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Open connections of `user` (the admin commands wait for them to be gone).
+    pub fn user_connection_count(&self, user: UserId) -> usize {
+        self.conns
+            .read()
+            .values()
+            .filter(|c| c.user == user)
+            .count()
     }
 
     /// Send a disconnect frame to every connection of `user`.

@@ -73,6 +73,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Client(cmd) => client(cmd, &config).await?,
+        Command::User(cmd) => return hangin::admin::cli::user(cmd, config).await,
+        Command::Status { json } => return hangin::admin::cli::status(json, config).await,
+        Command::Restore { path, json } => {
+            return hangin::admin::cli::restore(path, json, config).await
+        }
         Command::LoadtestUsers(args) => loadtest_users(args, &config).await?,
         Command::Backup { path } => {
             let src = config.db_path();

@@ -53,6 +53,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    // First, so a second server on this data dir stops before touching the database.
+    let control = crate::admin::control::bind(&config.data_dir)?;
     let db = Db::open(&config.db_path())
         .with_context(|| format!("cannot open database {}", config.db_path().display()))?;
     ensure_client(&db, &config).await?;
@@ -61,11 +63,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let pusher = drivers::push::from_config(&config)?;
     let push = drivers::push::PushQueue::start(pusher, db.clone(), config.push.queue);
     let hub = Arc::new(Hub::new());
-    let engine = Engine::new(db.clone(), hub.clone(), push.clone(), &config);
-    engine
-        .restore()
+    let engine = Engine::start(db.clone(), hub.clone(), push.clone(), &config)
         .await
-        .context("restoring background windows")?;
+        .context("loading presence and live chats")?;
     let trusted_proxies = Arc::new(
         config
             .trusted_proxies
@@ -84,6 +84,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown: CancellationToken::new(),
     };
     let router = http::router(state.clone());
+    crate::metrics::set_driver_names(&config);
+    crate::admin::cli::start_control(control, state.clone(), std::time::Instant::now());
 
     let tls_identity = match config.tls_addr() {
         Some(_) => Some(crate::tls::load(&config.tls, &config.data_dir)?),
@@ -100,6 +102,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let bound = listener.local_addr()?;
         log::info!("listening on http://{bound} (websocket at ws://{bound}/cable)");
         http_addr = Some(bound);
+        engine.set_base(&config, bound, false);
         accept_tasks.push(tokio::spawn(accept_loop(
             listener,
             router.clone(),
@@ -118,12 +121,23 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             identity.fingerprint
         );
         tls_addr = Some(bound);
+        if http_addr.is_none() {
+            engine.set_base(&config, bound, true);
+        }
         accept_tasks.push(tokio::spawn(accept_loop(
             listener,
             router.clone(),
             Some(identity.acceptor),
             state.shutdown.clone(),
         )));
+    }
+
+    if let Some(addr) = config.metrics_addr() {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        log::info!("metrics at http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(crate::metrics::serve(listener, state.clone()));
     }
 
     let advertisement = advertise(&config, &db, http_addr, tls_addr).await;
@@ -149,6 +163,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 tokio::task::spawn_blocking(move || ad.withdraw())
                     .await
                     .ok();
+            }
+            // Everyone online goes to the background first (committed), so the chats stay
+            // live across the restart; only then are clients told to reconnect.
+            if let Err(e) = state.engine.shutdown().await {
+                log::error!("shutdown: background windows were not stored: {e}");
             }
             log::info!(
                 "shutting down: telling {} cable client(s) to reconnect",

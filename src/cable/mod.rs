@@ -20,9 +20,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Map;
 
 use self::protocol::{ChannelRef, Command};
-use crate::channels::{ChannelError, Spoken};
-use crate::db::chats::ChatId;
-use crate::http::client_ip::{origin, Peer};
+use crate::channels::ChannelError;
 use crate::http::error::ApiError;
 use crate::http::params::{bearer_token, parse_query};
 use crate::hub::{ConnHandle, Outbound};
@@ -40,8 +38,8 @@ const WRITE_BUFFER: usize = 8 * 1024;
 /// `speak`s of one connection committing at once (then it is not read until one completes).
 const MAX_SPEAKS_IN_FLIGHT: usize = 16;
 
-type SpeechDone = (String, ChatId, Result<Spoken, ChannelError>);
-type PendingSpeech = Pin<Box<dyn Future<Output = SpeechDone> + Send>>;
+/// A `speak` being committed; it resolves once its message was broadcast (or refused).
+type PendingSpeech = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Most frames fed before a flush.
 const MAX_COALESCED: usize = 64;
@@ -51,7 +49,6 @@ pub async fn upgrade(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     headers: HeaderMap,
     uri: axum::http::Uri,
-    peer: Option<axum::Extension<Peer>>,
 ) -> Response {
     let Ok(ws) = ws else {
         // Like the original: a plain HTTP request to /cable is not found.
@@ -61,7 +58,6 @@ pub async fn upgrade(
     let mut query = Map::new();
     parse_query(uri.query(), &mut query);
     let token = bearer_token(&headers, &query);
-    let base = origin(&state, &headers, peer.map(|p| p.0)).base_url;
     let user = match token {
         Some(t) => state.auth.authenticate(&t).await.ok(),
         None => None,
@@ -79,7 +75,7 @@ pub async fn upgrade(
                 // A task of its own: axum's upgrade task (about 2 KiB of handshake state) ends
                 // here instead of living as long as the connection.
                 Some(user) => {
-                    tokio::spawn(Connection::run(state, socket, user, base));
+                    tokio::spawn(Connection::run(state, socket, user));
                 }
                 None => refuse(socket).await,
             }
@@ -104,7 +100,6 @@ async fn refuse(mut socket: WebSocket) {
 struct Connection {
     state: AppState,
     handle: ConnHandle,
-    base: String,
     /// Subscriptions by the exact identifier string the client sent.
     subscriptions: HashMap<Arc<str>, ChannelRef>,
 }
@@ -117,7 +112,6 @@ impl Connection {
         state: AppState,
         socket: WebSocket,
         user: crate::db::users::UserId,
-        base: String,
     ) -> impl Future<Output = ()> + Send {
         let (tx, rx) = crate::outbox::channel(state.config.limits.send_queue_bytes);
         let handle = state.hub.register(user, tx);
@@ -132,7 +126,6 @@ impl Connection {
         let conn = Connection {
             state,
             handle,
-            base,
             subscriptions: HashMap::new(),
         };
         conn.read_loop(stream, writer)
@@ -155,10 +148,7 @@ impl Connection {
         loop {
             let next = tokio::select! {
                 _ = &mut killed => break,
-                Some(done) = speaking.next(), if !speaking.is_empty() => {
-                    conn.publish(done);
-                    continue;
-                }
+                Some(()) = speaking.next(), if !speaking.is_empty() => continue,
                 m = stream.next(), if speaking.len() < MAX_SPEAKS_IN_FLIGHT => m,
             };
             match next {
@@ -177,9 +167,7 @@ impl Connection {
                     match conn.pending_speech(command) {
                         Ok(speech) => speaking.push_back(speech),
                         Err(command) => {
-                            while let Some(done) = speaking.next().await {
-                                conn.publish(done);
-                            }
+                            while speaking.next().await.is_some() {}
                             // Boxed: the engine's futures are large, and an idle connection's
                             // task should not carry their state (README "Performance").
                             Box::pin(conn.dispatch(command)).await;
@@ -208,10 +196,8 @@ impl Connection {
         writer: tokio::task::JoinHandle<()>,
     ) {
         // What was read is committed and published, as if handled one by one.
-        while let Some(done) = speaking.next().await {
-            self.publish(done);
-        }
-        self.cleanup().await;
+        while speaking.next().await.is_some() {}
+        self.cleanup();
         // Let the writer send what is queued (close frames, disconnect) and finish.
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     }
@@ -231,43 +217,41 @@ impl Connection {
         let Command::Message { identifier, data } = command else {
             return Err(command);
         };
-        let chat = match self.subscriptions.get(identifier.as_str()) {
-            Some(ChannelRef::Chat(chat))
+        let (identifier, chat) = match self.subscriptions.get_key_value(identifier.as_str()) {
+            Some((ident, ChannelRef::Chat(chat)))
                 if data.get("action").and_then(|a| a.as_str()) == Some("speak") =>
             {
-                *chat
+                (ident.clone(), *chat)
             }
             _ => return Err(Command::Message { identifier, data }),
         };
         let engine = self.state.engine.clone();
-        let user = self.handle.user;
+        let handle = self.handle.clone();
         Ok(Box::pin(async move {
-            let spoken = engine.commit_speech(user, chat, &data).await;
-            (identifier, chat, spoken)
+            engine.speak(&handle, identifier, chat, &data).await;
         }))
-    }
-
-    fn publish(&self, (identifier, chat, spoken): SpeechDone) {
-        match spoken {
-            Ok(spoken) => self
-                .state
-                .engine
-                .publish_speech(&self.handle, &identifier, chat, spoken),
-            Err(e) => log::warn!("cable action failed for user {}: {e}", self.handle.user.0),
-        }
     }
 
     async fn dispatch(&mut self, command: Command) {
         let result = match command {
             Command::Subscribe { identifier } => self.subscribe(identifier).await,
-            Command::Unsubscribe { identifier } => self.unsubscribe(&identifier).await,
+            Command::Unsubscribe { identifier } => {
+                self.unsubscribe(&identifier);
+                Ok(())
+            }
             Command::Message { identifier, data } => self.perform(&identifier, data).await,
         };
         if let Err(e) = result {
             log::warn!("cable action failed for user {}: {e}", self.handle.user.0);
+            if matches!(e, ChannelError::Db(_)) {
+                // A fault of ours, not of the client: let it come back once we recover.
+                self.handle.disconnect("server_restart", true);
+            }
         }
     }
 
+    /// The engine transmits the snapshot or history and then the confirmation itself, so
+    /// nothing of the channel can reach the client before it; a refusal is answered here.
     async fn subscribe(&mut self, identifier: String) -> Result<(), ChannelError> {
         if self.subscriptions.contains_key(identifier.as_str()) {
             log::debug!("ignoring a duplicate subscribe");
@@ -281,11 +265,11 @@ impl Connection {
         let ident: Arc<str> = Arc::from(identifier.as_str());
         let outcome = match protocol::parse_identifier(&identifier) {
             Some(ChannelRef::Chats) => engine
-                .subscribe_chats(&self.handle, ident.clone(), &self.base)
+                .subscribe_chats(&self.handle, ident.clone())
                 .await
                 .map(|_| ChannelRef::Chats),
             Some(ChannelRef::Chat(id)) => engine
-                .join_chat(&self.handle, ident.clone(), id, &self.base)
+                .join_chat(&self.handle, ident.clone(), id)
                 .await
                 .map(|_| ChannelRef::Chat(id)),
             None => Err(ChannelError::NotVisible(0)),
@@ -293,7 +277,6 @@ impl Connection {
         match outcome {
             Ok(channel) => {
                 self.subscriptions.insert(ident, channel);
-                self.handle.send(protocol::confirm(&identifier).into());
                 Ok(())
             }
             Err(ChannelError::NotVisible(_)) => {
@@ -307,26 +290,21 @@ impl Connection {
         }
     }
 
-    async fn unsubscribe(&mut self, identifier: &str) -> Result<(), ChannelError> {
+    fn unsubscribe(&mut self, identifier: &str) {
         let Some(channel) = self.subscriptions.remove(identifier) else {
             log::debug!("ignoring unsubscribe for an identifier that is not subscribed");
-            return Ok(());
+            return;
         };
-        self.leave(identifier, channel).await
+        self.leave(identifier, channel);
     }
 
-    async fn leave(&self, identifier: &str, channel: ChannelRef) -> Result<(), ChannelError> {
+    fn leave(&self, identifier: &str, channel: ChannelRef) {
         match channel {
-            ChannelRef::Chats => {
-                self.state
-                    .engine
-                    .unsubscribe_chats(&self.handle, identifier)
-                    .await
-            }
-            ChannelRef::Chat(id) => {
-                self.state.engine.leave_chat(&self.handle, identifier, id);
-                Ok(())
-            }
+            ChannelRef::Chats => self
+                .state
+                .engine
+                .unsubscribe_chats(&self.handle, identifier),
+            ChannelRef::Chat(id) => self.state.engine.leave_chat(&self.handle, identifier, id),
         }
     }
 
@@ -335,7 +313,11 @@ impl Connection {
         identifier: &str,
         data: serde_json::Value,
     ) -> Result<(), ChannelError> {
-        let Some(channel) = self.subscriptions.get(identifier).copied() else {
+        let Some((ident, channel)) = self
+            .subscriptions
+            .get_key_value(identifier)
+            .map(|(i, c)| (i.clone(), *c))
+        else {
             log::debug!("ignoring a message for an identifier that is not subscribed");
             return Ok(());
         };
@@ -343,15 +325,13 @@ impl Connection {
         let engine = self.state.engine.clone();
         match (channel, action) {
             (ChannelRef::Chats, "createChat") => {
-                engine
-                    .create_chat(&self.handle, identifier, &data, &self.base)
-                    .await
+                engine.create_chat(&self.handle, identifier, &data);
+                Ok(())
             }
-            (ChannelRef::Chats, "go_to_background") => {
-                engine.go_to_background(self.handle.user).await
-            }
+            (ChannelRef::Chats, "go_to_background") => engine.go_to_background(&self.handle).await,
             (ChannelRef::Chat(id), "speak") => {
-                engine.speak(&self.handle, identifier, id, &data).await
+                engine.speak(&self.handle, ident, id, &data).await;
+                Ok(())
             }
             (_, other) => {
                 log::debug!("ignoring unknown action {other:?}");
@@ -360,12 +340,10 @@ impl Connection {
         }
     }
 
-    async fn cleanup(&mut self) {
+    fn cleanup(&mut self) {
         let subscriptions: Vec<(Arc<str>, ChannelRef)> = self.subscriptions.drain().collect();
         for (identifier, channel) in subscriptions {
-            if let Err(e) = self.leave(&identifier, channel).await {
-                log::warn!("cleanup of a closed connection failed: {e}");
-            }
+            self.leave(&identifier, channel);
         }
         self.state.hub.unregister(self.handle.id);
     }

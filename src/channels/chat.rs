@@ -5,12 +5,15 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value;
 
+use axum::extract::ws::Utf8Bytes;
+
 use super::{full_name, ChannelError, Engine};
-use crate::db::chats::{Chat, ChatId};
-use crate::db::users::{User, UserId};
-use crate::db::{self};
+use crate::cable::protocol;
+use crate::db::chats::ChatId;
+use crate::db::users::User;
+use crate::db::{self, DbError};
 use crate::drivers::push::Notification;
-use crate::hub::{ConnHandle, Stream};
+use crate::hub::{channel_frame, ConnHandle, Stream};
 use crate::wire::{self, Event};
 
 pub const KINDS: [&str; 4] = ["text", "image", "audio", "video"];
@@ -84,38 +87,51 @@ pub fn validate_speech(data: &Value, max_body_bytes: usize) -> Result<Speech, Sp
 }
 
 impl Engine {
-    /// Subscribe to a chat: allowed only when the subscriber sees it. Joins (membership),
-    /// sends `update_chat` to every online viewer, starts the stream, transmits the history.
+    /// Subscribe to a chat: allowed only when the subscriber sees it. Joining makes the user a
+    /// member (viewers are told as the world decides); then, on the writer in commit order,
+    /// the history is read, transmitted with the confirmation, and the subscription starts
+    /// streaming. A message committed before that point is in the history, one committed
+    /// after it comes live: each exactly once, in the order the history holds them.
     pub async fn join_chat(
         &self,
         conn: &ConnHandle,
         identifier: Arc<str>,
         chat: ChatId,
-        base: &str,
     ) -> Result<(), ChannelError> {
         let user = conn.user;
-        let p = self.presence.lock().await;
-        let before = self.chat_view(&p, chat).await?;
-        let Some(before) = before.filter(|v| v.sees(user)) else {
-            return Err(ChannelError::NotVisible(chat.0));
+        {
+            let mut world = self.world.lock();
+            let (_joined, outs) = world
+                .join(user, chat)
+                .map_err(|_| ChannelError::NotVisible(chat.0))?;
+            self.apply(&world, outs);
+        }
+        let (limit, bytes) = (self.history_messages, self.history_bytes);
+        let hub = self.hub.clone();
+        let conn = conn.clone();
+        let history_payload = {
+            let style = self.style;
+            move |history: &[db::chats::Message]| {
+                let messages: Vec<wire::MessageObject> =
+                    history.iter().map(wire::message).collect();
+                wire::payload(Event::Messages, style, &messages)
+            }
         };
         self.db
-            .write(move |c| db::chats::add_member(c, chat, user))
-            .await?;
-        let Some(after) = self.chat_view(&p, chat).await? else {
-            return Err(ChannelError::NotVisible(chat.0));
-        };
-        let update = self.payload(Event::UpdateChat, &after.object(base));
-        self.to_users(&after.viewers, &update);
-        let delete = self.payload(Event::DeleteChat, &chat.0);
-        self.to_users(before.viewers.difference(&after.viewers), &delete);
-        drop(p);
-
-        self.hub
-            .subscribe(Stream::Chat(chat), conn, identifier.clone());
-        let history = self.db.read(move |c| db::chats::history(c, chat)).await?;
-        let messages: Vec<wire::MessageObject> = history.iter().map(wire::message).collect();
-        self.transmit(conn, &identifier, &self.payload(Event::Messages, &messages));
+            .write_then(
+                move |c| db::chats::history(c, chat, limit, bytes),
+                move |history| {
+                    let history = history?;
+                    conn.send(Utf8Bytes::from(channel_frame(
+                        &identifier,
+                        &history_payload(&history),
+                    )));
+                    conn.send(protocol::confirm(&identifier).into());
+                    hub.subscribe(Stream::Chat(chat), &conn, identifier);
+                    Ok::<(), DbError>(())
+                },
+            )
+            .await??;
         Ok(())
     }
 
@@ -124,78 +140,114 @@ impl Engine {
             .unsubscribe(Stream::Chat(chat), conn.id, identifier);
     }
 
-    /// `speak`: validate, commit, then broadcast; pushes for members in background mode.
+    /// `speak`: validate, commit, then — on the writer, in commit order — broadcast to the
+    /// chat and queue pushes for members in background mode. Resolves once that is done. The
+    /// speaker gets an `error` payload when the data is invalid, the chat has ended, or the
+    /// message could not be stored.
     pub async fn speak(
-        &self,
+        self: &Arc<Self>,
         conn: &ConnHandle,
-        identifier: &str,
+        identifier: Arc<str>,
         chat: ChatId,
         data: &Value,
-    ) -> Result<(), ChannelError> {
-        let spoken = self.commit_speech(conn.user, chat, data).await?;
-        self.publish_speech(conn, identifier, chat, spoken);
-        Ok(())
-    }
-
-    /// `speak`, first half: validate and commit (durable once this returns). Sends nothing, so
-    /// a connection can commit several messages at once and still publish them in order.
-    pub async fn commit_speech(
-        &self,
-        user: UserId,
-        chat: ChatId,
-        data: &Value,
-    ) -> Result<Spoken, ChannelError> {
+    ) {
         let speech = match validate_speech(data, self.message_body_bytes) {
             Ok(s) => s,
-            Err(e) => return Ok(Spoken::Refused(e)),
+            Err(e) => {
+                // Through the writer's queue all the same, so the speaker's earlier messages
+                // come back before this refusal, as they were sent.
+                let payload = self.payload(Event::Error, &e);
+                let speaker = conn.clone();
+                let refused = self
+                    .db
+                    .write_then(
+                        |_| Ok(()),
+                        move |_| {
+                            speaker.send(Utf8Bytes::from(channel_frame(&identifier, &payload)))
+                        },
+                    )
+                    .await;
+                if let Err(e) = refused {
+                    log::warn!("a refused speak could not be answered: {e}");
+                }
+                return;
+            }
         };
-        let saved = self
+        let user = conn.user;
+        let engine = self.clone();
+        let speaker = conn.clone();
+        let done = self
             .db
-            .write(move |c| {
-                let Some(chat_row) = db::chats::by_id(c, chat)? else {
-                    return Ok(None);
-                };
-                let Some(me) = db::users::by_id(c, user)? else {
-                    return Ok(None);
-                };
-                db::chats::insert_message(c, chat, user, speech.kind, speech.status, &speech.body)?;
-                let targets = db::chats::background_push_targets(c, chat, user, db::now_ms())?;
-                Ok(Some(Saved {
-                    chat: chat_row,
-                    speaker: me,
-                    speech,
-                    push_to: targets,
-                }))
-            })
-            .await?;
-        Ok(match saved {
-            Some(s) => Spoken::Saved(Box::new(s)),
-            None => Spoken::Gone,
-        })
+            .write_then(
+                move |c| {
+                    if !db::chats::is_live(c, chat)? {
+                        return Ok(None);
+                    }
+                    let Some(me) = db::users::by_id(c, user)? else {
+                        return Ok(None);
+                    };
+                    let chat_name = db::chats::by_id(c, chat)?
+                        .map(|c| c.name)
+                        .unwrap_or_default();
+                    db::chats::insert_message(
+                        c,
+                        chat,
+                        user,
+                        speech.kind,
+                        speech.status,
+                        &speech.body,
+                    )?;
+                    let targets = db::chats::background_push_targets(c, chat, user, db::now_ms())?;
+                    Ok(Some(Saved {
+                        chat_name,
+                        speaker: me,
+                        speech,
+                        push_to: targets,
+                    }))
+                },
+                move |outcome| engine.publish_speech(&speaker, &identifier, chat, outcome),
+            )
+            .await;
+        if let Err(e) = done {
+            log::warn!("speak of user {} was not queued: {e}", user.0);
+        }
     }
 
-    /// `speak`, second half: the error to the speaker, or the message to the chat and pushes.
-    pub fn publish_speech(
+    /// `speak`, second half (on the writer thread, in commit order).
+    fn publish_speech(
         &self,
         conn: &ConnHandle,
         identifier: &str,
         chat: ChatId,
-        spoken: Spoken,
+        outcome: Result<Option<Saved>, DbError>,
     ) {
-        let saved = match spoken {
-            Spoken::Saved(s) => s,
-            Spoken::Refused(e) => {
+        let saved = match outcome {
+            Ok(Some(saved)) => saved,
+            Ok(None) => {
+                let e = SpeakError {
+                    code: "chat_ended",
+                    message: "this chat has ended; nothing was stored".into(),
+                };
                 self.transmit(conn, identifier, &self.payload(Event::Error, &e));
                 return;
             }
-            Spoken::Gone => return,
+            Err(e) => {
+                log::error!("a message of user {} was not stored: {e}", conn.user.0);
+                let e = SpeakError {
+                    code: "not_stored",
+                    message: "the server could not store this message; send it again".into(),
+                };
+                self.transmit(conn, identifier, &self.payload(Event::Error, &e));
+                return;
+            }
         };
+        crate::metrics::message_stored();
         let Saved {
-            chat: chat_row,
+            chat_name,
             speaker: me,
             speech,
             push_to,
-        } = *saved;
+        } = saved;
         let message = wire::MessageObject {
             user_uuid: me.uuid.clone(),
             kind: speech.kind.to_string(),
@@ -210,7 +262,7 @@ impl Engine {
             self.push.enqueue(Notification {
                 device_token: token,
                 user_uuid: uuid,
-                title: chat_row.name.clone(),
+                title: chat_name.clone(),
                 subtitle: Some(subtitle.clone()),
                 body: speech.body.clone(),
                 data: serde_json::json!({"chat": chat.0.to_string()}),
@@ -219,21 +271,10 @@ impl Engine {
     }
 }
 
-/// What the first half of `speak` decided.
-#[derive(Debug)]
-pub enum Spoken {
-    /// Invalid: the speaker gets an `error` payload.
-    Refused(SpeakError),
-    /// Committed: broadcast it.
-    Saved(Box<Saved>),
-    /// The chat or the speaker no longer exists: nothing to send.
-    Gone,
-}
-
 /// A committed message with what its broadcast and pushes need.
 #[derive(Debug)]
-pub struct Saved {
-    chat: Chat,
+struct Saved {
+    chat_name: String,
     speaker: User,
     speech: Speech,
     /// Members in background mode with a device token: (uuid, token).

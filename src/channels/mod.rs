@@ -2,19 +2,29 @@
 //! "Invites") behind `ChatsChannel` and `ChatChannel`. Transport-free: the cable layer calls
 //! these with a connection handle and the subscription's identifier.
 //!
-//! Presence and visibility changes are serialized by one async mutex, so every viewer sees a
-//! consistent sequence of `update_chat`/`delete_chat`; `speak` does not take it (its path is
-//! validate → group commit → fan-out).
+//! Who is online, who is in which live chat and who sees what lives in memory in a pure state
+//! machine, [`world::World`]. The engine holds it under one short, synchronous lock: an event
+//! runs the machine, then — still under the lock, so every subscriber gets the notes of
+//! consecutive events in order — renders the notes it produced into the subscribers' send
+//! queues and queues the database changes with the writer. Nothing under the lock waits for
+//! I/O, so one user's activity delays another's by microseconds of CPU at most.
+//!
+//! `speak` does not take the lock: validate → group commit → broadcast, where the broadcast
+//! runs on the writer thread in commit order, so every subscriber receives a chat's messages in
+//! the order the history holds them.
 
 mod background;
 mod chat;
 mod chats;
-mod visibility;
+mod forget;
+#[cfg(test)]
+mod model_tests;
+pub mod world;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
+use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::config::{Config, KeyStyle};
@@ -25,8 +35,9 @@ use crate::drivers::push::{Notification, PushQueue};
 use crate::hub::{channel_frame, ConnHandle, Hub, Stream};
 use crate::wire::{self, Event};
 
-pub use chat::Spoken;
-pub use visibility::ChatView;
+pub use chat::validate_speech;
+pub use world::Refusal;
+use world::{Change, Note, Out, Stored, World};
 
 /// Why a channel action did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -37,65 +48,78 @@ pub enum ChannelError {
     Db(#[from] DbError),
 }
 
-/// Who is online (behaviour.md "Presence"). Guarded by `Engine::presence`.
-#[derive(Default)]
-pub struct Presence {
-    /// `ChatsChannel` subscriptions per user, over all their connections.
-    chats_subscriptions: HashMap<UserId, usize>,
-    /// Open background windows (ends, Unix ms), mirrored in `users.background_until`.
-    background: HashMap<UserId, i64>,
-}
-
-impl Presence {
-    pub fn is_online(&self, user: UserId) -> bool {
-        self.chats_subscriptions.get(&user).is_some_and(|n| *n > 0)
-            || self.background.contains_key(&user)
-    }
-
-    pub fn in_background(&self, user: UserId) -> bool {
-        self.background.contains_key(&user)
-    }
-}
-
 pub struct Engine {
     db: Db,
     hub: Arc<Hub>,
     push: PushQueue,
     style: KeyStyle,
-    window_ms: i64,
     message_body_bytes: usize,
-    /// Base of picture URLs for events no request caused (window expiry).
-    default_base: String,
-    presence: tokio::sync::Mutex<Presence>,
+    history_messages: usize,
+    history_bytes: usize,
+    /// Base of picture URLs in cable frames: one for the whole server, never a request's Host
+    /// (another user's `Host` header must not end up in your frames). Set once the listeners
+    /// are bound (see [`Engine::set_base`]).
+    base: parking_lot::RwLock<String>,
+    world: Mutex<World>,
+    /// Wakes the background sweeper when a window opens (it may end before the one it waits on).
+    windows_changed: tokio::sync::Notify,
 }
 
 impl Engine {
-    pub fn new(db: Db, hub: Arc<Hub>, push: PushQueue, config: &Config) -> Arc<Engine> {
-        let default_base = if config.public_url.is_empty() {
-            let listen = if config.listen.is_empty() {
-                &config.tls.listen
-            } else {
-                &config.listen
-            };
-            let scheme = if config.listen.is_empty() {
-                "https"
-            } else {
-                "http"
-            };
-            format!("{scheme}://{listen}")
-        } else {
-            config.public_url.trim_end_matches('/').to_string()
-        };
-        Arc::new(Engine {
+    /// Build the engine from what the database holds. A restart counts as everyone going to
+    /// the background (see [`World::restore`]); the windows that gives are committed before
+    /// this returns.
+    pub async fn start(
+        db: Db,
+        hub: Arc<Hub>,
+        push: PushQueue,
+        config: &Config,
+    ) -> Result<Arc<Engine>, DbError> {
+        let stored = db
+            .read(|c| {
+                Ok(Stored {
+                    users: db::users::all(c)?,
+                    mutual_pairs: db::users::mutual_pairs(c)?,
+                    live_chats: db::chats::live_with_members(c)?
+                        .into_iter()
+                        .map(|(chat, members)| world::StoredChat {
+                            id: chat.id,
+                            starter: chat.starter_id,
+                            name: chat.name,
+                            members,
+                        })
+                        .collect(),
+                    windows: db::users::background_windows(c)?,
+                    max_chat_id: db::chats::max_id(c)?,
+                })
+            })
+            .await?;
+        let window_ms = config.cable.background_window_seconds as i64 * 1000;
+        let (world, outs) = World::restore(
+            stored,
+            db::now_ms(),
+            window_ms,
+            config.limits.live_chats_per_user,
+        );
+        let engine = Arc::new(Engine {
             db,
             hub,
             push,
             style: config.cable.key_style,
-            window_ms: config.cable.background_window_seconds as i64 * 1000,
             message_body_bytes: config.limits.message_body_bytes,
-            default_base,
-            presence: tokio::sync::Mutex::new(Presence::default()),
-        })
+            history_messages: config.limits.history_messages,
+            history_bytes: config.limits.history_bytes,
+            base: parking_lot::RwLock::new(server_base(config, None)),
+            world: Mutex::new(world),
+            windows_changed: tokio::sync::Notify::new(),
+        });
+        let restored = outs.len();
+        engine.apply(&engine.world.lock(), outs);
+        engine.db.flush().await?;
+        if restored > 0 {
+            log::info!("restart: {restored} member(s) of live chats given a background window");
+        }
+        Ok(engine)
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -112,28 +136,128 @@ impl Engine {
         conn.send(Utf8Bytes::from(channel_frame(identifier, payload)));
     }
 
-    /// Send a payload to every `ChatsChannel` subscription of each user.
-    fn to_users<'a>(&self, users: impl IntoIterator<Item = &'a UserId>, payload: &str) {
-        for user in users {
-            self.hub.broadcast(Stream::User(*user), payload);
+    fn contact(&self, user: &User) -> wire::Contact {
+        wire::contact(user, &self.base.read())
+    }
+
+    /// Fix the base of picture URLs once the bound address is known (listen port 0).
+    pub fn set_base(&self, config: &Config, bound: std::net::SocketAddr, tls: bool) {
+        *self.base.write() = server_base(config, Some((bound, tls)));
+    }
+
+    /// The chat object of a live chat: its online members in join order.
+    fn chat_object(&self, world: &World, id: ChatId) -> Option<wire::ChatObject> {
+        let chat = world.chat(id)?;
+        Some(wire::ChatObject {
+            id: id.0,
+            name: chat.name.clone(),
+            users: world
+                .online_members(id)
+                .into_iter()
+                .filter_map(|m| world.profile(m).map(|p| self.contact(p)))
+                .collect(),
+        })
+    }
+
+    fn render(&self, world: &World, note: &Note) -> Option<String> {
+        Some(match note {
+            Note::Chat(id) => self.payload(Event::Chat, &self.chat_object(world, *id)?),
+            Note::UpdateChat(id) => self.payload(Event::UpdateChat, &self.chat_object(world, *id)?),
+            Note::DeleteChat(id) => self.payload(Event::DeleteChat, &id.0),
+            Note::ContactOnline(user) => {
+                self.payload(Event::ContactOnline, &self.contact(world.profile(*user)?))
+            }
+            Note::ContactOffline(uuid) => self.payload(Event::ContactOffline, uuid),
+        })
+    }
+
+    /// Carry out what the world decided: notes into the subscribers' queues, changes into the
+    /// writer's queue (in order, without waiting). Called with the world locked.
+    fn apply(&self, world: &World, outs: Vec<Out>) {
+        for out in outs {
+            match out {
+                Out::Send { note, to } => {
+                    if let Some(payload) = self.render(world, &note) {
+                        for user in to {
+                            self.hub.broadcast(Stream::User(user), &payload);
+                        }
+                    }
+                }
+                Out::Store(change) => self.store(change),
+            }
         }
     }
 
-    /// Online mutual contacts of `user`, as users.
-    async fn online_mutual_contacts(
-        &self,
-        p: &Presence,
-        user: UserId,
-    ) -> Result<Vec<User>, DbError> {
-        let ids = self
-            .db
-            .read(move |c| db::users::mutual_contacts(c, user))
-            .await?;
-        let online: Vec<UserId> = ids.into_iter().filter(|id| p.is_online(*id)).collect();
-        if online.is_empty() {
-            return Ok(Vec::new());
+    fn store(&self, change: Change) {
+        let what = format!("{change:?}");
+        let queued = self.db.submit(
+            move |c| match change {
+                Change::CreateChat { id, starter, name } => {
+                    db::chats::create(c, id, starter, &name).map(|_| ())
+                }
+                Change::AddMember(chat, user) => db::chats::add_member(c, chat, user).map(|_| ()),
+                Change::EndChat(chat, at) => db::chats::end(c, chat, at).map(|_| ()),
+                Change::Window(user, until) => db::users::set_background_until(c, user, until),
+            },
+            move |outcome| {
+                if let Err(e) = outcome {
+                    log::error!("storing {what} failed: {e}");
+                }
+            },
+        );
+        if let Err(e) = queued {
+            log::error!("storing a presence change failed: {e}");
         }
-        self.db.read(move |c| db::users::by_ids(c, &online)).await
+    }
+
+    /// Users were created, renamed or deleted, or their address books changed: read their
+    /// state on the writer, after every write queued before, and apply it in commit order, so
+    /// two changes of one person can never be applied out of order. Resolves once applied
+    /// (a new user is known before their token response is sent).
+    pub async fn people_changed(self: &Arc<Self>, users: Vec<UserId>) -> Result<(), DbError> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        let engine = self.clone();
+        self.db
+            .write_then(
+                move |c| {
+                    let mut state = Vec::with_capacity(users.len());
+                    for user in users {
+                        let now = match db::users::by_id(c, user)? {
+                            Some(profile) => Some((profile, db::users::mutual_contacts(c, user)?)),
+                            None => None,
+                        };
+                        state.push((user, now));
+                    }
+                    Ok(state)
+                },
+                move |state| {
+                    let state = state?;
+                    let mut world = engine.world.lock();
+                    let outs = world.people_changed(state, db::now_ms());
+                    engine.apply(&world, outs);
+                    Ok(())
+                },
+            )
+            .await?
+    }
+
+    /// Graceful shutdown: everyone online goes to the background (committed before this
+    /// returns), so the chats stay live across the restart. Only then are clients told
+    /// `server_restart`.
+    pub async fn shutdown(&self) -> Result<(), DbError> {
+        {
+            let mut world = self.world.lock();
+            let outs = world.shutdown(db::now_ms());
+            log::info!(
+                "shutdown: {} online user(s) go to the background, {} live chat(s) kept",
+                outs.len(),
+                world.live_chat_count()
+            );
+            self.apply(&world, outs);
+        }
+        self.db.flush().await
     }
 
     /// `POST /notifications/invite`: push an invite to each mutual contact with a device token.
@@ -144,11 +268,7 @@ impl Engine {
         chat: ChatId,
         uuids: Vec<String>,
     ) -> Result<usize, ChannelError> {
-        let view = {
-            let p = self.presence.lock().await;
-            self.chat_view(&p, chat).await?
-        };
-        if !view.as_ref().is_some_and(|v| v.sees(inviter)) {
+        if !self.world.lock().sees(inviter, chat) {
             return Err(ChannelError::NotVisible(chat.0));
         }
         let invitees = self
@@ -186,12 +306,27 @@ impl Engine {
         Ok(invitees.len())
     }
 
-    /// Connections and subscriptions right now (for logs and the load tool).
-    pub async fn online_count(&self) -> usize {
-        let p = self.presence.lock().await;
-        let mut users: HashSet<UserId> = p.chats_subscriptions.keys().copied().collect();
-        users.extend(p.background.keys().copied());
-        users.len()
+    /// Users online right now (for logs, status and the load tool).
+    pub fn online_count(&self) -> usize {
+        self.world.lock().online_count()
+    }
+
+    /// Live chats right now.
+    pub fn live_chat_count(&self) -> usize {
+        self.world.lock().live_chat_count()
+    }
+}
+
+/// The base of absolute picture URLs in cable frames: `public_url`, else derived from the
+/// address the server is bound to.
+fn server_base(config: &Config, bound: Option<(std::net::SocketAddr, bool)>) -> String {
+    if !config.public_url.is_empty() {
+        return config.public_url.trim_end_matches('/').to_string();
+    }
+    match bound {
+        Some((addr, tls)) => format!("{}://{addr}", if tls { "https" } else { "http" }),
+        None if config.listen.is_empty() => format!("https://{}", config.tls.listen),
+        None => format!("http://{}", config.listen),
     }
 }
 

@@ -25,12 +25,13 @@ fn chat_from_row(r: &rusqlite::Row) -> rusqlite::Result<Chat> {
     })
 }
 
-/// Create a chat with its starter as the first member.
-pub fn create(conn: &Connection, starter: UserId, name: &str) -> DbResult<Chat> {
+/// Create a chat under the id the engine allocated, with its starter as the first member.
+pub fn create(conn: &Connection, id: ChatId, starter: UserId, name: &str) -> DbResult<Chat> {
     let now = now_ms();
-    conn.prepare_cached("INSERT INTO chats (starter_id, name, created_at) VALUES (?1, ?2, ?3)")?
-        .execute(params![starter.0, name, now])?;
-    let id = ChatId(conn.last_insert_rowid());
+    conn.prepare_cached(
+        "INSERT INTO chats (id, starter_id, name, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![id.0, starter.0, name, now])?;
     add_member(conn, id, starter)?;
     Ok(Chat {
         id,
@@ -38,6 +39,27 @@ pub fn create(conn: &Connection, starter: UserId, name: &str) -> DbResult<Chat> 
         name: name.to_string(),
         ended_at: None,
     })
+}
+
+/// The largest chat id ever used (0 when there is none).
+pub fn max_id(conn: &Connection) -> DbResult<i64> {
+    Ok(conn.query_row("SELECT COALESCE(MAX(id), 0) FROM chats", [], |r| r.get(0))?)
+}
+
+/// Every live chat with its members in join order (start: the engine's world).
+pub fn live_with_members(conn: &Connection) -> DbResult<Vec<(Chat, Vec<UserId>)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, starter_id, name, ended_at FROM chats WHERE ended_at IS NULL ORDER BY id",
+    )?;
+    let chats: Vec<Chat> = stmt
+        .query_map([], chat_from_row)?
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(chats.len());
+    for chat in chats {
+        let members = members(conn, chat.id)?;
+        out.push((chat, members));
+    }
+    Ok(out)
 }
 
 pub fn by_id(conn: &Connection, id: ChatId) -> DbResult<Option<Chat>> {
@@ -81,21 +103,18 @@ pub fn live_chats_of(conn: &Connection, user: UserId) -> DbResult<Vec<Chat>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Every live chat with its members (startup: restore the background grace of live chats).
-pub fn live_chat_members(conn: &Connection) -> DbResult<Vec<(ChatId, UserId)>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT m.chat_id, m.user_id FROM chat_members m JOIN chats c ON c.id = m.chat_id
-         WHERE c.ended_at IS NULL ORDER BY m.chat_id",
-    )?;
-    let rows = stmt.query_map([], |r| Ok((ChatId(r.get(0)?), UserId(r.get(1)?))))?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 pub fn end(conn: &Connection, chat: ChatId, now: i64) -> DbResult<bool> {
     Ok(conn
         .prepare_cached("UPDATE chats SET ended_at = ?2 WHERE id = ?1 AND ended_at IS NULL")?
         .execute(params![chat.0, now])?
         == 1)
+}
+
+/// Is the chat there and not ended?
+pub fn is_live(conn: &Connection, chat: ChatId) -> DbResult<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM chats WHERE id = ?1 AND ended_at IS NULL")?
+        .exists([chat.0])?)
 }
 
 /// Members other than `speaker` with an open background window and a device token, in member
@@ -143,13 +162,21 @@ pub fn insert_message(
     Ok(conn.last_insert_rowid())
 }
 
-/// The chat's messages, oldest first, with the speakers' current names.
-pub fn history(conn: &Connection, chat: ChatId) -> DbResult<Vec<Message>> {
+/// The newest messages of a chat, at most `max_messages` and — counting each body and its
+/// speaker's names — at most `max_bytes`, returned oldest first with the speakers' current
+/// names. Bounded, so a chat with a long or hostile history cannot make one join frame huge.
+pub fn history(
+    conn: &Connection,
+    chat: ChatId,
+    max_messages: usize,
+    max_bytes: usize,
+) -> DbResult<Vec<Message>> {
     let mut stmt = conn.prepare_cached(
         "SELECT m.id, u.uuid, u.first_name, u.last_name, m.kind, m.body
-         FROM messages m JOIN users u ON u.id = m.user_id WHERE m.chat_id = ?1 ORDER BY m.id",
+         FROM messages m JOIN users u ON u.id = m.user_id WHERE m.chat_id = ?1
+         ORDER BY m.id DESC LIMIT ?2",
     )?;
-    let rows = stmt.query_map([chat.0], |r| {
+    let rows = stmt.query_map(params![chat.0, max_messages as i64], |r| {
         Ok(Message {
             id: r.get(0)?,
             user_uuid: r.get(1)?,
@@ -159,5 +186,38 @@ pub fn history(conn: &Connection, chat: ChatId) -> DbResult<Vec<Message>> {
             body: r.get(5)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for row in rows {
+        let m = row?;
+        bytes += m.encoded_len();
+        if bytes > max_bytes {
+            break;
+        }
+        out.push(m);
+    }
+    out.reverse();
+    Ok(out)
+}
+
+impl Message {
+    /// An upper bound of the message's size in a frame: JSON may escape a byte to six.
+    fn encoded_len(&self) -> usize {
+        let text = self.body.len()
+            + self.first_name.as_deref().map_or(0, str::len)
+            + self.last_name.as_deref().map_or(0, str::len);
+        // Escaping is rare in real text; count it where it happens instead of assuming it.
+        let escaped = [
+            &self.body,
+            self.first_name.as_deref().unwrap_or(""),
+            self.last_name.as_deref().unwrap_or(""),
+        ]
+        .iter()
+        .flat_map(|s| s.bytes())
+        .filter(|b| {
+            *b < 0x20 || *b == b'"' || *b == b'\\' || *b == b'<' || *b == b'>' || *b == b'&'
+        })
+        .count();
+        text + escaped * 5 + self.user_uuid.len() + self.kind.len() + 80
+    }
 }

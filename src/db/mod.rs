@@ -6,6 +6,7 @@
 //! before [`Db::write`] returns. The writer takes every write that is queued when it wakes,
 //! runs each in its own savepoint inside one transaction and commits once: many writes, one fsync.
 
+pub mod admin;
 pub mod chats;
 pub mod clients;
 pub mod otp;
@@ -186,7 +187,35 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
     {
-        let (reply_tx, reply_rx) = oneshot::channel::<DbResult<T>>();
+        self.write_then(f, |outcome| outcome).await?
+    }
+
+    /// Like [`Db::write`], and `then` runs on the writer thread once the batch's commit is
+    /// known, before any later write's `then`: effects that must follow commit order (a
+    /// message's broadcast, a chat's history handed to a joining subscriber) happen there.
+    pub async fn write_then<T, R, F, D>(&self, f: F, then: D) -> DbResult<R>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
+        D: FnOnce(DbResult<T>) -> R + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel::<R>();
+        self.submit(f, move |outcome| {
+            let _ = reply_tx.send(then(outcome));
+        })?;
+        reply_rx.await.map_err(|_| DbError::WriterGone)
+    }
+
+    /// Queue a write without waiting for it: `done` runs on the writer thread with the outcome
+    /// once the batch's commit is known, in queue order. Never blocks, so it may be called
+    /// under a lock; the engine queues its presence changes this way.
+    pub fn submit<T, F, D>(&self, f: F, done: D) -> DbResult<()>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
+        D: FnOnce(DbResult<T>) + Send + 'static,
+    {
         let job: WriteJob = Box::new(move |conn: Option<&Connection>| {
             let result = match conn {
                 Some(conn) => f(conn),
@@ -199,16 +228,18 @@ impl Db {
                     (Err(e), Ok(_)) => Err(e),
                     (Err(_), Err(e)) => Err(e),
                 };
-                let _ = reply_tx.send(outcome);
+                done(outcome);
             });
             (keep, finish)
         });
-        {
-            let guard = self.inner.writer.lock();
-            let sender = guard.as_ref().ok_or(DbError::WriterGone)?;
-            sender.send(job).map_err(|_| DbError::WriterGone)?;
-        }
-        reply_rx.await.map_err(|_| DbError::WriterGone)?
+        let guard = self.inner.writer.lock();
+        let sender = guard.as_ref().ok_or(DbError::WriterGone)?;
+        sender.send(job).map_err(|_| DbError::WriterGone)
+    }
+
+    /// Resolves once every write queued before it has been committed.
+    pub async fn flush(&self) -> DbResult<()> {
+        self.write(|_| Ok(())).await
     }
 
     /// Run `f` on a read connection, off the async runtime's worker threads.
@@ -277,7 +308,9 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteJob>, stats: &Write
             }
         }
         let count = batch.len() as u64;
+        let started = std::time::Instant::now();
         let finishers = run_batch(&mut conn, batch.drain(..));
+        crate::metrics::db_commit(started.elapsed(), count as usize);
         stats.transactions.fetch_add(1, Ordering::Relaxed);
         stats.writes.fetch_add(count, Ordering::Relaxed);
         let (commit, finishers) = finishers;

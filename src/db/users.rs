@@ -55,6 +55,24 @@ pub fn by_number(conn: &Connection, number: &str) -> DbResult<Option<User>> {
     one(conn, "number = ?1", &number)
 }
 
+/// Every user (start: the engine keeps the people it renders in memory).
+pub fn all(conn: &Connection) -> DbResult<Vec<User>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))?;
+    let rows = stmt.query_map([], user_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Every mutual contact pair, each once (smaller id first).
+pub fn mutual_pairs(conn: &Connection) -> DbResult<Vec<(UserId, UserId)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT a.owner_id, a.contact_id FROM contacts a
+         JOIN contacts b ON b.owner_id = a.contact_id AND b.contact_id = a.owner_id
+         WHERE a.owner_id < a.contact_id",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((UserId(r.get(0)?), UserId(r.get(1)?))))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Users by id, in the order of `ids` (missing ids are skipped).
 pub fn by_ids(conn: &Connection, ids: &[UserId]) -> DbResult<Vec<User>> {
     let mut stmt =

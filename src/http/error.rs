@@ -209,6 +209,11 @@ impl From<AuthError> for ApiError {
                 "invalid_request",
                 &format!("Missing required parameter: {name}."),
             ),
+            AuthError::Banned => ApiError::coded(
+                StatusCode::FORBIDDEN,
+                "banned",
+                "This number may not log in to this server.",
+            ),
             AuthError::Db(e) => e.into(),
         }
     }

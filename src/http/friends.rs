@@ -46,6 +46,8 @@ pub async fn upload(State(state): State<AppState>, req: Authed) -> Result<Respon
         }
     };
     let outcome = people::upload_friends(&state.db, req.user, entries).await?;
+    // New mutual contacts are told at once (behaviour.md "Contacts change live").
+    state.engine.people_changed(vec![req.user]).await?;
     let created: Vec<wire::FriendRow> = outcome.saved.iter().map(wire::friend_row).collect();
     if outcome.rejected.is_empty() {
         return Ok(error::json(StatusCode::CREATED, &created));

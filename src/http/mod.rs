@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.limits.body_bytes))
         .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn(crate::metrics::track_http))
         .layer(cors)
         .with_state(state)
 }

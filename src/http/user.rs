@@ -69,6 +69,7 @@ pub async fn update(State(state): State<AppState>, req: Authed) -> Result<Respon
         })
         .await?
         .ok_or_else(|| ApiError::not_found("The user no longer exists."))?;
+    state.engine.people_changed(vec![id]).await?;
     let body = wire::Names {
         first_name: user.first_name,
         last_name: user.last_name,
@@ -172,6 +173,7 @@ pub async fn add_picture(
         ApiError::unprocessable(json!({"errors": ["profile_picture is missing"]}))
     })?;
     pictures::set_picture(&state.db, &dir, id, blob).await?;
+    state.engine.people_changed(vec![id]).await?;
     let user = load_user(&state, id).await?;
     let body = wire::Names {
         profile_pic: user
