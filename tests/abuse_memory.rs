@@ -52,7 +52,6 @@ async fn never_reading_sockets_are_cut_off_by_bytes_and_memory_comes_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the history limit on join (the lead's engine rewrite, issue 12)"]
 async fn a_history_bomb_joined_ten_times_stays_bounded() {
     let r = abuse::history_bomb(&ctx(5_561_000_000), &HistoryBombArgs::default())
         .await
@@ -63,4 +62,32 @@ async fn a_history_bomb_joined_ten_times_stays_bounded() {
         value(&r, "bomb_rss_after_close_mb") <= AFTER_CLOSE_MB,
         "{text}"
     );
+}
+
+/// The soak scenario at a small size: clients churn through connect, `ChatsChannel`, a chat of
+/// their own, `speak`, `go_to_background`, return and disconnect; nothing acknowledged is lost
+/// and the server ends with the descriptors and threads it started with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_soak_loses_nothing_and_leaks_no_descriptors() {
+    use std::time::Duration;
+    let r = abuse::soak(
+        &ctx(5_562_000_000),
+        &abuse::SoakArgs {
+            clients: 40,
+            duration: Duration::from_secs(12),
+            mark: Duration::from_secs(4),
+            pause: Duration::from_millis(300),
+            group: 10,
+            sample_every: Duration::from_secs(2),
+        },
+    )
+    .await
+    .unwrap();
+    let text = format!("{}\n{:#}", r.render(), r.details);
+    assert!(value(&r, "soak_cycles") >= 20.0, "{text}");
+    assert_eq!(value(&r, "soak_errors"), 0.0, "{text}");
+    assert_eq!(value(&r, "soak_lost"), 0.0, "{text}");
+    assert!(r.details["acknowledged"].as_u64().unwrap() >= 40, "{text}");
+    assert!(value(&r, "soak_fds_over_base") <= 0.0, "{text}");
+    assert!(value(&r, "soak_threads_over_base") <= 0.0, "{text}");
 }

@@ -88,6 +88,26 @@ pub fn fd_count(pid: u32) -> Option<u64> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
 }
 
+/// What the server's descriptors point at (`socket:[…]`, files), for a diff at the end.
+fn fd_targets(pid: u32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = dir
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|t| {
+            let t = t.display().to_string();
+            // Sockets and pipes differ by inode; keep the kind only.
+            match t.split_once(":[") {
+                Some((kind, _)) => kind.to_string(),
+                None => t,
+            }
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// RSS a few seconds after the sockets closed: the lowest of several samples, so a reading
 /// taken while the server is still tearing connections down does not count.
 async fn settled_rss(srv: &Server, wait: Duration) -> f64 {
@@ -463,6 +483,8 @@ struct SoakCounters {
     connected: AtomicUsize,
     first_errors: Mutex<Vec<String>>,
     acked: Mutex<Vec<String>>,
+    /// Durations of completed cycles.
+    cycle_ns: Mutex<crate::stats::Samples>,
 }
 
 impl SoakCounters {
@@ -475,9 +497,22 @@ impl SoakCounters {
     }
 }
 
-/// Read frames until one `pick`s, failing on a close (`next_json` does) or after 30 s.
+/// A step's answer must come within this, however many other frames (pings, presence) arrive
+/// meanwhile: a lost answer is an error, not a stall.
+const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Read frames until one `pick`s, failing on a close (`next_json` does) or after
+/// [`STEP_TIMEOUT`].
 async fn until_frame<T>(ws: &mut Ws, pick: impl FnMut(&Value) -> Option<T>) -> anyhow::Result<T> {
-    cable::until(ws, pick).await
+    tokio::time::timeout(STEP_TIMEOUT, cable::until(ws, pick))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {STEP_TIMEOUT:?}"))?
+}
+
+async fn step<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::time::timeout(STEP_TIMEOUT, f)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {STEP_TIMEOUT:?}"))?
 }
 
 /// Join a chat: the confirmation, then the history; the bodies in it.
@@ -510,8 +545,8 @@ async fn cycle(
     let mut ws = cable::connect(ws_url, token, source).await?;
     c.connected.fetch_add(1, Ordering::Relaxed);
     let r = async {
-        cable::subscribe(&mut ws, CHATS).await?;
-        let chat = cable::create_chat(&mut ws, "soak").await?;
+        step(cable::subscribe(&mut ws, CHATS)).await?;
+        let chat = step(cable::create_chat(&mut ws, "soak")).await?;
         let ident = cable::chat_identifier(chat);
         join(&mut ws, &ident).await?;
         ws.send(Message::Text(
@@ -544,7 +579,7 @@ async fn cycle(
     let mut ws = cable::connect(ws_url, token, source).await?;
     c.connected.fetch_add(1, Ordering::Relaxed);
     let r = async {
-        cable::subscribe(&mut ws, CHATS).await?;
+        step(cable::subscribe(&mut ws, CHATS)).await?;
         let history = join(&mut ws, &ident).await?;
         if !history.iter().any(|b| b == body) {
             c.lost.fetch_add(1, Ordering::Relaxed);
@@ -574,8 +609,10 @@ pub async fn soak(ctx: &Ctx, a: &SoakArgs) -> anyhow::Result<Report> {
     let pid = srv
         .pid
         .context("soak needs the server's pid (--pid with --url)")?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The baseline once start-up work is done (a descriptor or two open just after READY).
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let fds_base = fd_count(pid).unwrap_or(0);
+    let fd_kinds_base = fd_targets(pid);
     let threads_base = srv.threads().unwrap_or(0);
     progress!(
         "soak: {} clients for {:?}; baseline {fds_base} fds, {threads_base} threads, {:.1} MB",
@@ -604,9 +641,14 @@ pub async fn soak(ctx: &Ctx, a: &SoakArgs) -> anyhow::Result<Report> {
             let mut n = 0u64;
             while Instant::now() < deadline {
                 let body = format!("soak c{i} n{n}");
+                let t = Instant::now();
                 match cycle(&ws_url, &token, source, &body, &c).await {
                     Ok(()) => {
                         c.cycles.fetch_add(1, Ordering::Relaxed);
+                        c.cycle_ns
+                            .lock()
+                            .unwrap()
+                            .push(t.elapsed().as_nanos() as u64);
                     }
                     Err(e) => c.error(e.context(format!("client {i} cycle {n}"))),
                 }
@@ -662,6 +704,12 @@ pub async fn soak(ctx: &Ctx, a: &SoakArgs) -> anyhow::Result<Report> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let rss_settled = mb(srv.rss_kib());
+    let mut fds_new = fd_targets(pid);
+    for t in &fd_kinds_base {
+        if let Some(i) = fds_new.iter().position(|n| n == t) {
+            fds_new.remove(i);
+        }
+    }
 
     let acked: Vec<String> = std::mem::take(&mut *counters.acked.lock().unwrap());
     let stored = stored_bodies(&srv.data_dir()?.join("hangin.sqlite3"))?;
@@ -741,8 +789,10 @@ pub async fn soak(ctx: &Ctx, a: &SoakArgs) -> anyhow::Result<Report> {
         Some(Target::AtMost(0.0)),
     );
     report.detail("acknowledged", acked.len());
+    report.detail("cycle_time", counters.cycle_ns.lock().unwrap().summary());
     report.detail("fds_base", fds_base);
     report.detail("fds_end", fds_end);
+    report.detail("fds_new_at_end", &fds_new);
     report.detail("threads_base", threads_base);
     report.detail("threads_end", threads_end);
     report.detail("first_errors", &*counters.first_errors.lock().unwrap());
