@@ -61,12 +61,24 @@ pub struct LimitsConfig {
     /// with a warning.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub send_queue_frames: Option<usize>,
+    /// Open connections (HTTP and websocket) at most; 0 = as many as the open-file limit allows.
+    pub max_connections: usize,
+    /// Open connections from one client address at most (`trusted_proxies` exempt); 0 = no cap.
+    pub max_connections_per_address: usize,
+    /// A request head (and a new connection's first one) must arrive within this.
+    pub header_timeout_seconds: u64,
+    /// An idle keep-alive connection, or a response the client does not read, is closed after this.
+    pub keepalive_timeout_seconds: u64,
+    /// A websocket handshake must be complete this long after its request began.
+    pub upgrade_timeout_seconds: u64,
     /// Newest messages sent as a chat's history when a subscriber joins.
     pub history_messages: usize,
     /// Upper bound of that history's size in bytes (older messages are left out first).
     pub history_bytes: usize,
     /// Live chats one user may have started at once (`createChat` beyond answers an error).
     pub live_chats_per_user: usize,
+    /// Subscriptions one websocket may hold; a subscribe beyond gets `reject_subscription`.
+    pub subscriptions_per_connection: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,6 +183,10 @@ pub struct CableConfig {
     pub key_style: KeyStyle,
     pub background_window_seconds: u64,
     pub ping_seconds: u64,
+    /// A peer that acknowledges nothing we sent (the pings) for this long is dead: its TCP
+    /// connection is aborted (TCP_USER_TIMEOUT) and the user goes offline. 0 = the kernel's
+    /// default (about 15 minutes).
+    pub dead_peer_seconds: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -247,9 +263,15 @@ impl Default for LimitsConfig {
             frame_bytes: 64 << 10,
             send_queue_bytes: 1 << 20,
             send_queue_frames: None,
+            max_connections: 10_000,
+            max_connections_per_address: 128,
+            header_timeout_seconds: 10,
+            keepalive_timeout_seconds: 60,
+            upgrade_timeout_seconds: 10,
             history_messages: 200,
             history_bytes: 1 << 20,
             live_chats_per_user: 20,
+            subscriptions_per_connection: 100,
         }
     }
 }
@@ -329,6 +351,7 @@ impl Default for CableConfig {
             key_style: KeyStyle::Snake,
             background_window_seconds: 300,
             ping_seconds: 3,
+            dead_peer_seconds: 30,
         }
     }
 }
@@ -499,6 +522,27 @@ impl Config {
         }
         if self.limits.send_queue_bytes < 4096 {
             return bad("limits.send_queue_bytes", "must be at least 4096");
+        }
+        for (key, value) in [
+            (
+                "limits.header_timeout_seconds",
+                self.limits.header_timeout_seconds,
+            ),
+            (
+                "limits.keepalive_timeout_seconds",
+                self.limits.keepalive_timeout_seconds,
+            ),
+            (
+                "limits.upgrade_timeout_seconds",
+                self.limits.upgrade_timeout_seconds,
+            ),
+        ] {
+            if value == 0 {
+                return bad(key, "must be positive");
+            }
+        }
+        if self.limits.subscriptions_per_connection == 0 {
+            return bad("limits.subscriptions_per_connection", "must be positive");
         }
         if self.cable.ping_seconds == 0 {
             return bad("cable.ping_seconds", "must be positive");

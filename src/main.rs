@@ -9,6 +9,8 @@ use hangin::{auth, db, drivers};
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    // Every file any command writes (database, backups, credentials) is the owner's alone.
+    hangin::db::health::private_umask();
     let cli = Cli::parse();
     let sources = Sources {
         file_required: cli.global.config.is_some(),

@@ -16,15 +16,9 @@ use hangin_load::scenarios::Ctx;
 fn ctx(first_number: u64) -> Ctx {
     hangin_load::raise_nofile();
     Ctx {
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_hangin")),
-        url: None,
-        data_dir: None,
-        pid: None,
-        otp_log: None,
-        server_cpus: Vec::new(),
-        sources: Vec::new(),
         connect_concurrency: 32,
         first_number,
+        ..Ctx::new(PathBuf::from(env!("CARGO_BIN_EXE_hangin")))
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod chats;
 pub mod clients;
+pub mod health;
 pub mod otp;
 pub mod tokens;
 pub mod users;
@@ -223,10 +224,11 @@ impl Db {
             };
             let keep = result.is_ok();
             let finish: Finish = Box::new(move |commit| {
+                // A failed commit stored nothing, whatever the job said: its error wins (it
+                // carries the storage fault's code).
                 let outcome = match (commit, result) {
                     (Ok(()), r) => r,
-                    (Err(e), Ok(_)) => Err(e),
-                    (Err(_), Err(e)) => Err(e),
+                    (Err(e), _) => Err(e),
                 };
                 done(outcome);
             });
@@ -317,7 +319,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteJob>, stats: &Write
         for finish in finishers {
             let result = match &commit {
                 Ok(()) => Ok(()),
-                Err(e) => Err(DbError::Task(format!("commit failed: {e}"))),
+                Err(e) => Err(DbError::Sqlite(health::copy_sqlite_error(e))),
             };
             finish(result);
         }
