@@ -108,6 +108,29 @@ fn fd_targets(pid: u32) -> Vec<String> {
     out
 }
 
+/// The names of the server's threads, sorted.
+fn thread_names(pid: u32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = dir
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// `after` without one occurrence of each of `before`.
+fn added(before: &[String], mut after: Vec<String>) -> Vec<String> {
+    for t in before {
+        if let Some(i) = after.iter().position(|n| n == t) {
+            after.remove(i);
+        }
+    }
+    after
+}
+
 /// RSS a few seconds after the sockets closed: the lowest of several samples, so a reading
 /// taken while the server is still tearing connections down does not count.
 async fn settled_rss(srv: &Server, wait: Duration) -> f64 {
@@ -613,6 +636,7 @@ pub async fn soak(ctx: &Ctx, a: &SoakArgs) -> anyhow::Result<Report> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let fds_base = fd_count(pid).unwrap_or(0);
     let fd_kinds_base = fd_targets(pid);
+    let thread_names_base = thread_names(pid);
     let threads_base = srv.threads().unwrap_or(0);
     progress!(
         "soak: {} clients for {:?}; baseline {fds_base} fds, {threads_base} threads, {:.1} MB",
@@ -704,12 +728,8 @@ pub async fn soak(ctx: &Ctx, a: &SoakArgs) -> anyhow::Result<Report> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let rss_settled = mb(srv.rss_kib());
-    let mut fds_new = fd_targets(pid);
-    for t in &fd_kinds_base {
-        if let Some(i) = fds_new.iter().position(|n| n == t) {
-            fds_new.remove(i);
-        }
-    }
+    let fds_new = added(&fd_kinds_base, fd_targets(pid));
+    let threads_new = added(&thread_names_base, thread_names(pid));
 
     let acked: Vec<String> = std::mem::take(&mut *counters.acked.lock().unwrap());
     let stored = stored_bodies(&srv.data_dir()?.join("hangin.sqlite3"))?;
@@ -793,6 +813,7 @@ pub async fn soak(ctx: &Ctx, a: &SoakArgs) -> anyhow::Result<Report> {
     report.detail("fds_base", fds_base);
     report.detail("fds_end", fds_end);
     report.detail("fds_new_at_end", &fds_new);
+    report.detail("threads_new_at_end", &threads_new);
     report.detail("threads_base", threads_base);
     report.detail("threads_end", threads_end);
     report.detail("first_errors", &*counters.first_errors.lock().unwrap());
