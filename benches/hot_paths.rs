@@ -67,7 +67,7 @@ fn hub_with(n: usize) -> (Hub, Vec<outbox::Receiver<Outbound>>) {
     let hub = Hub::new();
     let mut rxs = Vec::with_capacity(n);
     for i in 0..n {
-        let (tx, rx) = outbox::channel(64);
+        let (tx, rx) = outbox::channel(1 << 20);
         let conn = hub.register(UserId(i as i64), tx);
         hub.subscribe(
             Stream::Chat(ChatId(42)),

@@ -74,8 +74,13 @@ pub struct LimitsConfig {
     pub picture_bytes: usize,
     pub message_body_bytes: usize,
     pub frame_bytes: usize,
-    /// Frames queued for one websocket before it counts as too slow and is disconnected.
-    pub send_queue_frames: usize,
+    /// Bytes of frames queued for one websocket before it counts as too slow and is closed
+    /// (1013); a frame shared by many connections counts in full in each (docs/limits.md).
+    pub send_queue_bytes: usize,
+    /// Replaced by `send_queue_bytes`; still accepted so old config files start, and ignored
+    /// with a warning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_queue_frames: Option<usize>,
     /// Open connections (HTTP and websocket) at most; 0 = as many as the open-file limit allows.
     pub max_connections: usize,
     /// Open connections from one client address at most (`trusted_proxies` exempt); 0 = no cap.
@@ -277,7 +282,8 @@ impl Default for LimitsConfig {
             picture_bytes: 5 << 20,
             message_body_bytes: 4096,
             frame_bytes: 64 << 10,
-            send_queue_frames: 1024,
+            send_queue_bytes: 1 << 20,
+            send_queue_frames: None,
             max_connections: 10_000,
             max_connections_per_address: 128,
             header_timeout_seconds: 10,
@@ -471,6 +477,13 @@ impl Config {
             .extract()
             .map_err(|e| ConfigError::Invalid(describe_figment_error(e)))?;
         config.validate()?;
+        if config.limits.send_queue_frames.is_some() {
+            warnings.push(
+                "ignoring `limits.send_queue_frames`: the send queue is bounded in bytes now \
+                 (`limits.send_queue_bytes`)"
+                    .into(),
+            );
+        }
         Ok((config, warnings))
     }
 
@@ -528,8 +541,8 @@ impl Config {
         if self.limits.frame_bytes < 1024 {
             return bad("limits.frame_bytes", "must be at least 1024");
         }
-        if self.limits.send_queue_frames == 0 {
-            return bad("limits.send_queue_frames", "must be positive");
+        if self.limits.send_queue_bytes < 4096 {
+            return bad("limits.send_queue_bytes", "must be at least 4096");
         }
         for (key, value) in [
             (
@@ -716,6 +729,28 @@ mod tests {
         assert_eq!(c.cable.key_style, KeyStyle::Camel);
         assert_eq!(c.cable.background_window_seconds, 10);
         assert_eq!(c.auth.otp_ttl_seconds, 60);
+    }
+
+    #[test]
+    fn the_send_queue_is_bounded_in_bytes_and_the_old_frame_count_still_starts() {
+        assert_eq!(load(None, &[]).unwrap().limits.send_queue_bytes, 1 << 20);
+        let c = load(None, &[("HANGIN_LIMITS__SEND_QUEUE_BYTES", "65536")]).unwrap();
+        assert_eq!(c.limits.send_queue_bytes, 65536);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hangin.toml");
+        std::fs::write(&path, "[limits]\nsend_queue_frames = 1024\n").unwrap();
+        let sources = Sources {
+            file: Some(path),
+            ..Default::default()
+        };
+        let (c, warnings) = Config::load_with_env(&sources, std::iter::empty()).unwrap();
+        assert_eq!(c.limits.send_queue_bytes, 1 << 20);
+        assert!(
+            warnings.iter().any(|w| w.contains("send_queue_frames")),
+            "{warnings:?}"
+        );
+        let e = load(Some("[limits]\nsend_queue_bytes = 10\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("limits.send_queue_bytes"), "{e}");
     }
 
     #[test]

@@ -44,6 +44,17 @@ pub enum Outbound {
     },
 }
 
+impl outbox::Weigh for Outbound {
+    /// A frame's bytes count in full in every queue holding it, even though the allocation is
+    /// shared: what matters is what one slow reader can pin, and it can pin all of them.
+    fn weight(&self) -> usize {
+        match self {
+            Outbound::Frame(f) => f.len(),
+            Outbound::Disconnect { .. } => 0,
+        }
+    }
+}
+
 /// A live websocket as the rest of the server sees it.
 #[derive(Clone, Debug)]
 pub struct ConnHandle {
@@ -80,7 +91,8 @@ impl ConnHandle {
         Some(self.close_code.load(Ordering::SeqCst)).filter(|c| *c != 0)
     }
 
-    /// Queue a frame; a full queue means the client does not keep up: disconnect it.
+    /// Queue a frame; a queue over its byte budget (`[limits] send_queue_bytes`) means the
+    /// client does not keep up: close that connection alone with 1013.
     pub fn send(&self, frame: Utf8Bytes) {
         match self.tx.try_send(Outbound::Frame(frame)) {
             Ok(()) => {}
@@ -272,8 +284,8 @@ mod tests {
     #[tokio::test]
     async fn fan_out_shares_one_frame_per_identifier() {
         let hub = Hub::new();
-        let (tx1, mut rx1) = outbox::channel(4);
-        let (tx2, mut rx2) = outbox::channel(4);
+        let (tx1, mut rx1) = outbox::channel(4096);
+        let (tx2, mut rx2) = outbox::channel(4096);
         let a = hub.register(UserId(1), tx1);
         let b = hub.register(UserId(2), tx2);
         let ident: Arc<str> = Arc::from(r#"{"channel":"ChatChannel", "id":"6"}"#);
@@ -294,21 +306,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_queue_cuts_off_only_that_connection() {
+    async fn a_queue_over_its_byte_budget_cuts_off_only_that_connection() {
         let hub = Hub::new();
-        let (slow_tx, _slow_rx) = outbox::channel(1);
-        let (fast_tx, mut fast_rx) = outbox::channel(16);
+        // Room for a few small frames, not for two big ones.
+        let (slow_tx, _slow_rx) = outbox::channel(4000);
+        let (fast_tx, mut fast_rx) = outbox::channel(1 << 20);
         let slow = hub.register(UserId(1), slow_tx);
         let fast = hub.register(UserId(2), fast_tx);
         for c in [&slow, &fast] {
             hub.subscribe(Stream::User(UserId(9)), c, Arc::from("{}"));
         }
-        for _ in 0..3 {
+        for _ in 0..20 {
             hub.broadcast(Stream::User(UserId(9)), "1");
         }
+        assert!(
+            !slow.kill.is_cancelled(),
+            "20 small frames fit in 4000 bytes"
+        );
+        let big = format!("\"{}\"", "x".repeat(3000));
+        hub.broadcast(Stream::User(UserId(9)), &big);
         assert!(slow.kill.is_cancelled());
+        assert_eq!(slow.close_code(), Some(1013));
         assert!(!fast.kill.is_cancelled());
-        for _ in 0..3 {
+        for _ in 0..21 {
             assert!(matches!(fast_rx.recv().await, Some(Outbound::Frame(_))));
         }
     }

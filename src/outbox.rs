@@ -1,5 +1,8 @@
 //! A connection's bounded outbound queue: many senders (the hub, channels), one receiver (the
-//! connection's writer task).
+//! connection's writer task). The bound is a byte budget, not an item count: frames range from
+//! 30 bytes to a megabyte of history, so a count bounds nothing (issue 12: 1,024 frames of
+//! 25 KB per never-reading socket let 20 sockets hold 466 MB). Every queued item costs its
+//! [`Weigh::weight`] plus its slot; a shared frame counts fully in every queue holding it.
 //!
 //! Why not `tokio::sync::mpsc`: it allocates its channel and first 32-slot block up front,
 //! about 1.5 KiB per connection, while an idle connection's queue is empty almost always.
@@ -12,10 +15,15 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+/// What an item costs against the queue's budget, in bytes (the slot itself is added).
+pub trait Weigh {
+    fn weight(&self) -> usize;
+}
+
 /// Why `try_send` did not queue the item (the item is handed back).
 #[derive(Debug, PartialEq, Eq)]
 pub enum TrySendError<T> {
-    /// The queue holds `capacity` items: the receiver does not keep up.
+    /// Queuing it would exceed the byte budget: the receiver does not keep up.
     Full(T),
     /// The receiver is gone.
     Closed(T),
@@ -23,7 +31,9 @@ pub enum TrySendError<T> {
 
 struct State<T> {
     items: VecDeque<T>,
-    capacity: usize,
+    /// Bytes of the items waiting (weights plus slots).
+    queued: usize,
+    budget: usize,
     senders: usize,
     receiver_alive: bool,
 }
@@ -41,11 +51,19 @@ pub struct Receiver<T>(Arc<Shared<T>>);
 /// Capacity beyond which a drained queue gives its memory back.
 const KEEP_CAPACITY: usize = 16;
 
-pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+fn cost<T: Weigh>(item: &T) -> usize {
+    item.weight() + std::mem::size_of::<T>()
+}
+
+/// A queue holding at most `budget_bytes` of items, except that an empty queue always takes
+/// one item, however big: a single frame is bounded by the frame and history limits, and
+/// refusing it would cut off a client that reads perfectly well.
+pub fn channel<T: Weigh>(budget_bytes: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
-            capacity: capacity.max(1),
+            queued: 0,
+            budget: budget_bytes,
             senders: 1,
             receiver_alive: true,
         }),
@@ -54,16 +72,18 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     (Sender(shared.clone()), Receiver(shared))
 }
 
-impl<T> Sender<T> {
+impl<T: Weigh> Sender<T> {
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+        let cost = cost(&item);
         {
             let mut st = self.0.state.lock();
             if !st.receiver_alive {
                 return Err(TrySendError::Closed(item));
             }
-            if st.items.len() >= st.capacity {
+            if !st.items.is_empty() && st.queued.saturating_add(cost) > st.budget {
                 return Err(TrySendError::Full(item));
             }
+            st.queued += cost;
             st.items.push_back(item);
         }
         self.0.notify.notify_one();
@@ -97,7 +117,7 @@ impl<T> std::fmt::Debug for Sender<T> {
     }
 }
 
-impl<T> Receiver<T> {
+impl<T: Weigh> Receiver<T> {
     /// The next item; `None` once every sender is gone and the queue is empty.
     /// Cancel-safe: an item is only taken when this returns it.
     pub async fn recv(&mut self) -> Option<T> {
@@ -115,6 +135,7 @@ impl<T> Receiver<T> {
         let mut st = self.0.state.lock();
         match st.items.pop_front() {
             Some(item) => {
+                st.queued -= cost(&item);
                 if st.items.is_empty() && st.items.capacity() > KEEP_CAPACITY {
                     st.items.shrink_to(0);
                 }
@@ -132,6 +153,11 @@ impl<T> Receiver<T> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Bytes waiting, as counted against the budget.
+    pub fn queued_bytes(&self) -> usize {
+        self.0.state.lock().queued
+    }
 }
 
 impl<T> Drop for Receiver<T> {
@@ -139,6 +165,7 @@ impl<T> Drop for Receiver<T> {
         let items = {
             let mut st = self.0.state.lock();
             st.receiver_alive = false;
+            st.queued = 0;
             std::mem::take(&mut st.items)
         };
         drop(items); // outside the lock
@@ -156,9 +183,22 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// Numbers weigh nothing but their 8-byte slot.
+    impl Weigh for u64 {
+        fn weight(&self) -> usize {
+            0
+        }
+    }
+
+    impl Weigh for String {
+        fn weight(&self) -> usize {
+            self.len()
+        }
+    }
+
     #[tokio::test]
     async fn bounded_fifo_that_ends_with_its_senders() {
-        let (tx, mut rx) = channel(2);
+        let (tx, mut rx) = channel::<u64>(16);
         let tx2 = tx.clone();
         assert_eq!(tx.try_send(1), Ok(()));
         assert_eq!(tx2.try_send(2), Ok(()));
@@ -173,9 +213,44 @@ mod tests {
         assert_eq!(rx.recv().await, None);
     }
 
+    #[test]
+    fn the_budget_counts_bytes_and_frees_them_when_taken() {
+        let slot = std::mem::size_of::<String>();
+        let (tx, mut rx) = channel::<String>(1000);
+        // Many small items fit where few big ones do.
+        for _ in 0..10 {
+            tx.try_send("x".repeat(50)).unwrap();
+        }
+        assert_eq!(rx.queued_bytes(), 10 * (50 + slot));
+        assert!(matches!(
+            tx.try_send("y".repeat(600)),
+            Err(TrySendError::Full(_))
+        ));
+        while rx.try_recv().is_ok() {}
+        assert_eq!(rx.queued_bytes(), 0);
+        tx.try_send("y".repeat(600)).unwrap();
+        assert!(matches!(
+            tx.try_send("z".repeat(400)),
+            Err(TrySendError::Full(_))
+        ));
+        tx.try_send("z".repeat(300)).unwrap();
+    }
+
+    #[test]
+    fn an_empty_queue_takes_one_item_bigger_than_the_budget() {
+        let (tx, mut rx) = channel::<String>(100);
+        tx.try_send("h".repeat(5000)).unwrap();
+        assert!(matches!(
+            tx.try_send("x".into()),
+            Err(TrySendError::Full(_))
+        ));
+        assert_eq!(rx.try_recv().map(|s| s.len()), Ok(5000));
+        tx.try_send("x".into()).unwrap();
+    }
+
     #[tokio::test]
     async fn a_send_wakes_a_waiting_receiver_and_a_gone_receiver_refuses() {
-        let (tx, mut rx) = channel::<u32>(8);
+        let (tx, mut rx) = channel::<u64>(64);
         let waiter = tokio::spawn(async move {
             let got = rx.recv().await;
             (got, rx)
@@ -193,7 +268,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_drained_queue_gives_its_memory_back() {
-        let (tx, mut rx) = channel(1000);
+        let (tx, mut rx) = channel::<u64>(1 << 20);
         for i in 0..500 {
             tx.try_send(i).unwrap();
         }
@@ -203,7 +278,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn many_senders_nothing_lost() {
-        let (tx, mut rx) = channel(100_000);
+        let (tx, mut rx) = channel::<u64>(1 << 20);
         let mut tasks = Vec::new();
         for t in 0..4u64 {
             let tx = tx.clone();

@@ -584,7 +584,7 @@ async fn plain_http_to_cable_is_a_json_404() {
 /// A client that stops reading is cut off once its queue fills; everyone else keeps receiving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_client_is_disconnected_without_slowing_others() {
-    let s = Server::start(&[("HANGIN_LIMITS__SEND_QUEUE_FRAMES", "16")]);
+    let s = Server::start(&[("HANGIN_LIMITS__SEND_QUEUE_BYTES", "65536")]);
     let (a, b, z) = (
         s.sign_up("Ann", "Able").await,
         s.sign_up("Bob", "Baker").await,
@@ -603,7 +603,7 @@ async fn a_slow_client_is_disconnected_without_slowing_others() {
     let mut slow = s.online(&z).await;
     slow.subscribe(&ident).await;
     slow.payload(&ident, "messages").await;
-    // From here on `slow` reads nothing: its socket buffers fill, then its queue of 16. B
+    // From here on `slow` reads nothing: its socket buffers fill, then its 64 KiB queue. B
     // speaks and reads each message back: it must get every one, at full speed.
     let body = "x".repeat(4000);
     let total = 1500;

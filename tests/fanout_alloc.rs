@@ -42,7 +42,7 @@ fn one_broadcast_allocates_one_frame_not_one_per_subscriber() {
     let hub = Hub::new();
     let mut rxs = Vec::with_capacity(N);
     for i in 0..N {
-        let (tx, rx) = outbox::channel(64);
+        let (tx, rx) = outbox::channel(1 << 20);
         let conn = hub.register(UserId(i as i64), tx);
         // Each connection has its own copy of the identifier, as real subscriptions do.
         hub.subscribe(

@@ -124,7 +124,7 @@ impl Connection {
         socket: WebSocket,
         user: crate::db::users::UserId,
     ) -> impl Future<Output = ()> + Send {
-        let (tx, rx) = crate::outbox::channel(state.config.limits.send_queue_frames);
+        let (tx, rx) = crate::outbox::channel(state.config.limits.send_queue_bytes);
         let handle = state.hub.register(user, tx);
         let (sink, stream) = socket.split();
         let writer = tokio::spawn(write_loop(

@@ -96,15 +96,14 @@ pub fn body_error(e: &axum::Error, limit: usize) -> ApiError {
     ApiError::bad_request(format!("The request body could not be read: {e}"))
 }
 
-impl FromRequest<AppState> for Params {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+impl Params {
+    /// The merge itself, without server state: bodies up to `limit` bytes (the fuzz target
+    /// `params` drives this).
+    pub async fn from_request_limited(req: Request, limit: usize) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
         let mut map = Map::new();
         parse_query(parts.uri.query(), &mut map);
         let ctype = content_type(&parts.headers);
-        let limit = state.config.limits.body_bytes;
         if ctype.starts_with("multipart/form-data") {
             let boundary = multer::parse_boundary(&ctype)
                 .map_err(|_| ApiError::bad_request("The multipart body has no boundary."))?;
@@ -158,6 +157,14 @@ impl FromRequest<AppState> for Params {
             }
         }
         Ok(Params(map))
+    }
+}
+
+impl FromRequest<AppState> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        Params::from_request_limited(req, state.config.limits.body_bytes).await
     }
 }
 

@@ -8,6 +8,7 @@
 //! `broadcast`, and `all` (every target in one run). `--fsync-delay-ms` slows the server's
 //! flushes (`slowfs`), `--pi` adds one pinned core and 10 ms flushes with the Pi targets.
 
+pub mod abuse;
 pub mod broadcast;
 pub mod cable;
 pub mod joinstorm;

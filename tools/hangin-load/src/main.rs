@@ -199,6 +199,9 @@ enum Scenario {
     },
     /// Every target of the issues, one after the other, on this machine (broadcast aside).
     All,
+    /// Abuse and soak scenarios of issue 12 (src/abuse.rs).
+    #[command(flatten)]
+    Abuse(hangin_load::abuse::Command),
 }
 
 fn main() -> ExitCode {
@@ -460,5 +463,6 @@ async fn run(ctx: &Ctx, scenario: Scenario) -> anyhow::Result<Vec<Report>> {
             .await?,
         ],
         Scenario::All => scenarios::all(ctx).await?,
+        Scenario::Abuse(command) => vec![command.run(ctx).await?],
     })
 }
