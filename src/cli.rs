@@ -43,6 +43,22 @@ pub enum Command {
     /// OTP driver tools.
     #[command(subcommand)]
     Otp(OtpCommand),
+    /// Manage people: list, show, ban, unban, sign out, delete (acts on the running server at once).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Show the server's state: version, uptime, connections, online users, chats, drivers.
+    /// Exits 3 when no server is running (the database figures are still shown).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the database with a backup made by `hangin backup` (the server must be stopped).
+    /// The current database is kept aside as hangin.sqlite3.before-restore-<time>.
+    Restore {
+        path: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Load tests only: mint users with address books and tokens into the database.
     #[command(hide = true)]
     LoadtestUsers(LoadtestUsersArgs),
@@ -98,4 +114,46 @@ pub enum ConfigCommand {
 pub enum OtpCommand {
     /// Send a test message through the configured OTP driver.
     Send { number: String },
+}
+
+/// USER is a phone number (as the app sends it) or a user's uuid.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// List every user.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one user with their counts (address book, contacts, chats, messages).
+    Show {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ban a number (also one that never logged in): no new login codes, every token revoked,
+    /// live connections closed, contacts see them go offline.
+    Ban {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift a ban.
+    Unban {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign a user out everywhere: tokens revoked, device forgotten, connections closed.
+    Signout {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a user and their data (address book, picture, tokens, device, memberships and
+    /// the messages they wrote; see docs/administration.md).
+    Delete {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
 }

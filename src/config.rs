@@ -32,6 +32,7 @@ pub struct Config {
     pub cable: CableConfig,
     pub tls: TlsConfig,
     pub mdns: MdnsConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,12 +56,24 @@ pub struct LimitsConfig {
     pub frame_bytes: usize,
     /// Frames queued for one websocket before it counts as too slow and is disconnected.
     pub send_queue_frames: usize,
+    /// Open connections (HTTP and websocket) at most; 0 = as many as the open-file limit allows.
+    pub max_connections: usize,
+    /// Open connections from one client address at most (`trusted_proxies` exempt); 0 = no cap.
+    pub max_connections_per_address: usize,
+    /// A request head (and a new connection's first one) must arrive within this.
+    pub header_timeout_seconds: u64,
+    /// An idle keep-alive connection, or a response the client does not read, is closed after this.
+    pub keepalive_timeout_seconds: u64,
+    /// A websocket handshake must be complete this long after its request began.
+    pub upgrade_timeout_seconds: u64,
     /// Newest messages sent as a chat's history when a subscriber joins.
     pub history_messages: usize,
     /// Upper bound of that history's size in bytes (older messages are left out first).
     pub history_bytes: usize,
     /// Live chats one user may have started at once (`createChat` beyond answers an error).
     pub live_chats_per_user: usize,
+    /// Subscriptions one websocket may hold; a subscribe beyond gets `reject_subscription`.
+    pub subscriptions_per_connection: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,6 +178,10 @@ pub struct CableConfig {
     pub key_style: KeyStyle,
     pub background_window_seconds: u64,
     pub ping_seconds: u64,
+    /// A peer that acknowledges nothing we sent (the pings) for this long is dead: its TCP
+    /// connection is aborted (TCP_USER_TIMEOUT) and the user goes offline. 0 = the kernel's
+    /// default (about 15 minutes).
+    pub dead_peer_seconds: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -187,6 +204,16 @@ pub struct MdnsConfig {
     pub interfaces: Vec<String>,
 }
 
+/// `[metrics]`: Prometheus text at `/metrics` on a listener of its own.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// e.g. "127.0.0.1:9184"; "" = no metrics listener.
+    pub listen: String,
+    /// Allow a non-loopback `listen` (the figures are not secret, but nobody on the LAN needs them).
+    pub allow_remote: bool,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -203,6 +230,7 @@ impl Default for Config {
             cable: CableConfig::default(),
             tls: TlsConfig::default(),
             mdns: MdnsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -229,9 +257,15 @@ impl Default for LimitsConfig {
             message_body_bytes: 4096,
             frame_bytes: 64 << 10,
             send_queue_frames: 1024,
+            max_connections: 10_000,
+            max_connections_per_address: 128,
+            header_timeout_seconds: 10,
+            keepalive_timeout_seconds: 60,
+            upgrade_timeout_seconds: 10,
             history_messages: 200,
             history_bytes: 1 << 20,
             live_chats_per_user: 20,
+            subscriptions_per_connection: 100,
         }
     }
 }
@@ -311,6 +345,7 @@ impl Default for CableConfig {
             key_style: KeyStyle::Snake,
             background_window_seconds: 300,
             ping_seconds: 3,
+            dead_peer_seconds: 30,
         }
     }
 }
@@ -451,6 +486,18 @@ impl Config {
                 );
             }
         }
+        if !self.metrics.listen.is_empty() {
+            match self.metrics.listen.parse::<SocketAddr>() {
+                Err(_) => return bad("metrics.listen", "expected an address like 127.0.0.1:9184"),
+                Ok(a) if !a.ip().is_loopback() && !self.metrics.allow_remote => {
+                    return bad(
+                        "metrics.listen",
+                        "not a loopback address; set `metrics.allow_remote = true` to serve metrics beyond this host",
+                    )
+                }
+                Ok(_) => {}
+            }
+        }
         if self.auth.access_token_ttl_seconds == 0 {
             return bad("auth.access_token_ttl_seconds", "must be positive");
         }
@@ -462,6 +509,27 @@ impl Config {
         }
         if self.limits.send_queue_frames == 0 {
             return bad("limits.send_queue_frames", "must be positive");
+        }
+        for (key, value) in [
+            (
+                "limits.header_timeout_seconds",
+                self.limits.header_timeout_seconds,
+            ),
+            (
+                "limits.keepalive_timeout_seconds",
+                self.limits.keepalive_timeout_seconds,
+            ),
+            (
+                "limits.upgrade_timeout_seconds",
+                self.limits.upgrade_timeout_seconds,
+            ),
+        ] {
+            if value == 0 {
+                return bad(key, "must be positive");
+            }
+        }
+        if self.limits.subscriptions_per_connection == 0 {
+            return bad("limits.subscriptions_per_connection", "must be positive");
         }
         if self.cable.ping_seconds == 0 {
             return bad("cable.ping_seconds", "must be positive");
@@ -478,6 +546,10 @@ impl Config {
 
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls.listen.parse().ok()
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.listen.parse().ok()
     }
 
     pub fn db_path(&self) -> PathBuf {

@@ -85,7 +85,9 @@ impl ConnHandle {
         match self.tx.try_send(Outbound::Frame(frame)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
+                crate::metrics::fanout_dropped(true);
                 if !self.kill.is_cancelled() {
+                    crate::metrics::slow_client_disconnected();
                     log::warn!(
                         "connection {} of user {} is too slow; disconnecting it",
                         self.id,
@@ -94,7 +96,7 @@ impl ConnHandle {
                     self.close(1013); // "try again later"
                 }
             }
-            Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Closed(_)) => crate::metrics::fanout_dropped(false),
         }
     }
 
@@ -238,6 +240,15 @@ impl Hub {
         }
         self.deliveries
             .fetch_add(subscribers.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Open connections of `user` (the admin commands wait for them to be gone).
+    pub fn user_connection_count(&self, user: UserId) -> usize {
+        self.conns
+            .read()
+            .values()
+            .filter(|c| c.user == user)
+            .count()
     }
 
     /// Send a disconnect frame to every connection of `user`.

@@ -3,6 +3,7 @@
 // No sync lock may be held across an await (the send path takes none; README "Performance").
 #![deny(clippy::await_holding_lock, clippy::await_holding_refcell_ref)]
 
+pub mod admin;
 pub mod auth;
 pub mod cable;
 pub mod channels;
@@ -15,6 +16,7 @@ pub mod host;
 pub mod http;
 pub mod hub;
 pub mod loadtest;
+pub mod metrics;
 pub mod outbox;
 pub mod people;
 pub mod server;

@@ -9,6 +9,8 @@ use hangin::{auth, db, drivers};
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    // Every file any command writes (database, backups, credentials) is the owner's alone.
+    hangin::db::health::private_umask();
     let cli = Cli::parse();
     let sources = Sources {
         file_required: cli.global.config.is_some(),
@@ -73,6 +75,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Client(cmd) => client(cmd, &config).await?,
+        Command::User(cmd) => return hangin::admin::cli::user(cmd, config).await,
+        Command::Status { json } => return hangin::admin::cli::status(json, config).await,
+        Command::Restore { path, json } => {
+            return hangin::admin::cli::restore(path, json, config).await
+        }
         Command::LoadtestUsers(args) => loadtest_users(args, &config).await?,
         Command::Backup { path } => {
             let src = config.db_path();

@@ -22,7 +22,7 @@ use crate::config::{Config, OtpDriverKind};
 use crate::db::{self, Db};
 use crate::discovery::{self, Listener};
 use crate::drivers;
-use crate::http::{self, client_ip::Cidr, client_ip::Peer};
+use crate::http::{self, client_ip, client_ip::Cidr, client_ip::Peer, conn};
 use crate::hub::Hub;
 use crate::state::AppState;
 
@@ -50,12 +50,67 @@ impl Running {
 /// Open everything, bind the listeners and start serving. Returns once the server is ready.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     check_insecure_log_driver(&config)?;
+    db::health::private_umask();
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    db::health::secure_data_dir(&config.data_dir).with_context(|| {
+        format!(
+            "cannot restrict the data directory {} to its owner",
+            config.data_dir.display()
+        )
+    })?;
+    // Before the database, so a second server on this data dir stops without touching it.
+    let control = crate::admin::control::bind(&config.data_dir)?;
     let db = Db::open(&config.db_path())
         .with_context(|| format!("cannot open database {}", config.db_path().display()))?;
+    let db_id = db::health::file_id(&config.db_path())
+        .with_context(|| format!("cannot stat {}", config.db_path().display()))?;
     ensure_client(&db, &config).await?;
+
+    let (nofile_before, nofile) = conn::raise_nofile();
+    let policy = conn::Policy::resolve(&config.limits, nofile);
+    log::info!(
+        "open-file limit {nofile} (was {nofile_before}); at most {} connections, {} per address; \
+         timeouts: request head {:?}, idle {:?}, websocket handshake {:?}",
+        policy.max_connections,
+        match policy.max_per_address {
+            0 => "no cap".to_string(),
+            n => n.to_string(),
+        },
+        policy.header_timeout,
+        policy.keepalive_timeout,
+        policy.upgrade_timeout,
+    );
+
+    // Bind first: the URL base derived from the listeners needs their real ports.
+    let http_listener = match config.listen_addr() {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
+    let tls_listener = match config.tls_addr() {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
+    let http_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let tls_addr = tls_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let public_base: Arc<str> = client_ip::public_base(&config, http_addr, tls_addr).into();
+    log::info!(
+        "absolute URLs (pictures) in what users receive start with {public_base}{}",
+        if config.public_url.is_empty() {
+            " (derived from the listener; set public_url to choose)"
+        } else {
+            ""
+        }
+    );
 
     let otp_sender = drivers::otp::from_config(&config)?;
     let pusher = drivers::push::from_config(&config)?;
@@ -64,7 +119,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let engine = Engine::start(db.clone(), hub.clone(), push.clone(), &config)
         .await
         .context("loading presence and live chats")?;
-    let trusted_proxies = Arc::new(
+    // The engine renders frames for everyone with one base (docs/hardening.md "Absolute URLs").
+    match (http_addr, tls_addr) {
+        (Some(bound), _) => engine.set_base(&config, bound, false),
+        (None, Some(bound)) => engine.set_base(&config, bound, true),
+        (None, None) => {}
+    }
+    let trusted_proxies: Arc<Vec<Cidr>> = Arc::new(
         config
             .trusted_proxies
             .iter()
@@ -78,54 +139,71 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         hub,
         engine: engine.clone(),
         push,
-        trusted_proxies,
+        trusted_proxies: trusted_proxies.clone(),
+        public_base,
+        write_probe: Default::default(),
         shutdown: CancellationToken::new(),
     };
     let router = http::router(state.clone());
+    crate::metrics::set_driver_names(&config);
+    crate::admin::cli::start_control(control, state.clone(), std::time::Instant::now());
+    let admission = conn::Admission::new(policy, trusted_proxies);
+
+    let fatal: Arc<parking_lot::Mutex<Option<String>>> = Default::default();
+    {
+        let fatal = fatal.clone();
+        let shutdown = state.shutdown.clone();
+        db::health::watch_file(
+            config.db_path(),
+            db_id,
+            state.shutdown.clone(),
+            move |why| {
+                log::error!("{why}");
+                *fatal.lock() = Some(why);
+                shutdown.cancel();
+            },
+        );
+    }
 
     let tls_identity = match config.tls_addr() {
         Some(_) => Some(crate::tls::load(&config.tls, &config.data_dir)?),
         None => None,
     };
 
-    let mut http_addr = None;
-    let mut tls_addr = None;
     let mut accept_tasks = Vec::new();
-    if let Some(addr) = config.listen_addr() {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let bound = listener.local_addr()?;
+    if let (Some(listener), Some(bound)) = (http_listener, http_addr) {
         log::info!("listening on http://{bound} (websocket at ws://{bound}/cable)");
-        http_addr = Some(bound);
-        engine.set_base(&config, bound, false);
         accept_tasks.push(tokio::spawn(accept_loop(
             listener,
             router.clone(),
             None,
+            admission.clone(),
+            dead_peer_timeout(&config),
             state.shutdown.clone(),
         )));
     }
-    if let (Some(addr), Some(identity)) = (config.tls_addr(), tls_identity) {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let bound = listener.local_addr()?;
+    if let (Some(listener), Some(bound), Some(identity)) = (tls_listener, tls_addr, tls_identity) {
         log::info!(
             "listening on https://{bound} (websocket at wss://{bound}/cable); certificate {} SHA-256 {}",
             identity.cert_path.display(),
             identity.fingerprint
         );
-        tls_addr = Some(bound);
-        if http_addr.is_none() {
-            engine.set_base(&config, bound, true);
-        }
         accept_tasks.push(tokio::spawn(accept_loop(
             listener,
             router.clone(),
             Some(identity.acceptor),
+            admission.clone(),
+            dead_peer_timeout(&config),
             state.shutdown.clone(),
         )));
+    }
+
+    if let Some(addr) = config.metrics_addr() {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        log::info!("metrics at http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(crate::metrics::serve(listener, state.clone()));
     }
 
     let advertisement = advertise(&config, &db, http_addr, tls_addr).await;
@@ -171,6 +249,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             }
             let db = state.db.clone();
             tokio::task::spawn_blocking(move || db.close()).await.ok();
+            if let Some(why) = fatal.lock().take() {
+                // Non-zero exit: systemd's Restart=on-failure starts us again.
+                anyhow::bail!("stopped: {why}");
+            }
             log::info!("stopped");
             Ok(())
         })
@@ -262,13 +344,26 @@ async fn advertise(
 }
 
 /// First start: make sure one OAuth client exists and tell the operator where its credentials are.
+/// A credentials file next to a database without clients means the database is not the one the
+/// apps were set up with (deleted, lost, replaced): refuse rather than overwrite what the apps use.
 async fn ensure_client(db: &Db, config: &Config) -> anyhow::Result<()> {
     let existing = db.read(db::clients::list).await?;
     if !existing.is_empty() {
         return Ok(());
     }
-    let client = db.write(|c| clients::create(c, "default")).await?;
     let path = config.credentials_path();
+    if path.exists() {
+        anyhow::bail!(
+            "the database {} has no OAuth client, but {} exists: the database is not the one the \
+             apps were configured for (was it deleted or replaced?). Restore the database from a \
+             backup; or, if every client was deleted on purpose, move {} away to start afresh \
+             with new credentials",
+            config.db_path().display(),
+            path.display(),
+            path.display()
+        );
+    }
+    let client = db.write(|c| clients::create(c, "default")).await?;
     clients::write_credentials(&path, &client)
         .with_context(|| format!("cannot write {}", path.display()))?;
     log::info!(
@@ -296,12 +391,36 @@ fn spawn_otp_purge(db: Db, shutdown: CancellationToken) {
     });
 }
 
+/// `[cable] dead_peer_seconds` as a TCP_USER_TIMEOUT; `None` leaves the kernel's default.
+fn dead_peer_timeout(config: &Config) -> Option<Duration> {
+    let seconds = config.cable.dead_peer_seconds;
+    (seconds > 0).then(|| Duration::from_secs(seconds))
+}
+
+/// Data we sent that stays unacknowledged this long aborts the connection. The cable's pings
+/// are such data every few seconds, so a peer whose network vanished (no FIN, no RST) is found
+/// within `timeout` plus one ping, instead of after the kernel's ~15 minutes of retransmissions
+/// (docs/websocket.md "Dead peers").
+fn set_dead_peer_timeout(stream: &tokio::net::TcpStream, timeout: Option<Duration>) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(timeout) = timeout {
+        if let Err(e) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {
+            log::debug!("cannot set TCP_USER_TIMEOUT: {e}");
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (stream, timeout);
+}
+
 /// Accept connections and serve HTTP/1.1 and HTTP/2 (with websocket upgrades) on each, through
-/// TLS when an acceptor is given.
+/// TLS when an acceptor is given. Connections over the caps of `admission` are refused: a 503 in
+/// the JSON error shape on the plain listener, a plain close on the TLS one.
 pub async fn accept_loop(
     listener: TcpListener,
     router: Router,
     tls: Option<TlsAcceptor>,
+    admission: Arc<conn::Admission>,
+    dead_peer: Option<Duration>,
     shutdown: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
@@ -317,7 +436,18 @@ pub async fn accept_loop(
                 }
             },
         };
+        let guard = match admission.admit(peer_addr.ip()) {
+            Ok(g) => g,
+            Err(why) => {
+                log::debug!("refusing a connection from {peer_addr}: {why:?}");
+                if tls.is_none() {
+                    admission.refuse_plain(stream, why);
+                }
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
+        set_dead_peer_timeout(&stream, dead_peer);
         let watcher = graceful.watcher();
         match &tls {
             Some(acceptor) => crate::tls::spawn_handshake(
@@ -326,13 +456,14 @@ pub async fn accept_loop(
                 peer_addr,
                 router.clone(),
                 watcher,
+                (guard, admission.clone()),
             ),
             None => {
                 let peer = Peer {
                     addr: peer_addr,
                     tls: false,
                 };
-                serve_connection(TokioIo::new(stream), peer, router.clone(), watcher);
+                serve_connection(stream, peer, router.clone(), watcher, guard, &admission);
             }
         }
     }
@@ -340,18 +471,41 @@ pub async fn accept_loop(
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
 }
 
-/// Serve one accepted connection (plain or TLS) with the router.
-pub fn serve_connection<I>(io: I, peer: Peer, router: Router, watcher: Watcher)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+/// Serve one accepted connection (plain or TLS) with the router, under the timeouts of
+/// `admission`'s policy (`http::conn`).
+pub fn serve_connection<S>(
+    io: S,
+    peer: Peer,
+    router: Router,
+    watcher: Watcher,
+    guard: conn::ConnGuard,
+    admission: &conn::Admission,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = router.map_request(move |mut req: Request<hyper::body::Incoming>| {
-        if let Some(uri) = http::normalize_uri(req.uri()) {
-            *req.uri_mut() = uri;
-        }
-        req.extensions_mut().insert(peer);
-        req
-    });
+    let policy = admission.policy().clone();
+    let state = conn::ConnState::new();
+    let io = TokioIo::new(conn::Tracked::new(io, state.clone(), guard));
+    let service = {
+        let state = state.clone();
+        let policy = policy.clone();
+        tower::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let upgrade = req.headers().contains_key(axum::http::header::UPGRADE);
+            let h2 = req.version() == axum::http::Version::HTTP_2;
+            let busy = state.begin(upgrade, h2, &policy);
+            let (mut parts, body) = req.into_parts();
+            if let Some(uri) = http::normalize_uri(&parts.uri) {
+                parts.uri = uri;
+            }
+            parts.extensions.insert(peer);
+            let req = Request::from_parts(parts, conn::Paced::wrap(body, policy.header_timeout));
+            let router = router.clone();
+            async move {
+                let res = router.oneshot(req).await?;
+                Ok::<_, std::convert::Infallible>(res.map(|b| conn::Finishing::wrap(b, busy)))
+            }
+        })
+    };
     let hyper_service = TowerToHyperService::new(service);
     let builder = Builder::new(TokioExecutor::new());
     let conn = builder
@@ -359,7 +513,7 @@ where
         .into_owned();
     let conn = watcher.watch(conn);
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        if let Some(Err(e)) = state.supervise(&policy, conn).await {
             log::debug!("connection from {} ended: {e}", peer.addr);
         }
     });

@@ -21,6 +21,10 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub push: PushQueue,
     pub trusted_proxies: Arc<Vec<Cidr>>,
+    /// Base of absolute URLs sent to anyone but the requester (`client_ip::public_base`).
+    pub public_base: Arc<str>,
+    /// `/up`'s shared, briefly cached write check.
+    pub write_probe: Arc<crate::db::health::WriteProbe>,
     /// Cancelled when the server begins to shut down.
     pub shutdown: CancellationToken,
 }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
@@ -21,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
 use crate::http::client_ip::Peer;
+use crate::http::conn::{Admission, ConnGuard};
 
 /// A client that has not finished its handshake by then is dropped (and cannot pin a task).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -89,18 +89,21 @@ pub fn server_config(
 }
 
 /// Handshake in its own task (a slow client never holds up `accept`), then serve the router.
+/// The connection's slot (`admitted`) is held from accept on, through the handshake.
 pub fn spawn_handshake(
     acceptor: TlsAcceptor,
     stream: TcpStream,
     addr: SocketAddr,
     router: Router,
     watcher: Watcher,
+    admitted: (ConnGuard, Arc<Admission>),
 ) {
     tokio::spawn(async move {
+        let (guard, admission) = admitted;
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
                 let peer = Peer { addr, tls: true };
-                crate::server::serve_connection(TokioIo::new(tls), peer, router, watcher);
+                crate::server::serve_connection(tls, peer, router, watcher, guard, &admission);
             }
             // Clients that do not trust a self-signed certificate end here on every try: debug.
             Ok(Err(e)) => log::debug!("TLS handshake with {addr} failed: {e}"),

@@ -72,8 +72,13 @@ fn conformance_suite_passes() {
 }
 
 /// The same suite with the `webhook` OTP and push drivers, pointed at the suite's receiver,
-/// which checks every Standard Webhooks signature (and runs the tests marked `webhooks`).
+/// which checks every Standard Webhooks signature (and runs the tests marked `webhooks`), and
+/// with the camel event keys of the React web client: both key styles pass, in one more run.
 #[test]
 fn conformance_suite_passes_with_webhook_drivers() {
-    run_suite(&[("HANGIN_CONFORMANCE_WEBHOOKS", "1")]);
+    run_suite(&[
+        ("HANGIN_CONFORMANCE_WEBHOOKS", "1"),
+        ("HANGIN_KEY_STYLE", "camel"),
+        ("HANGIN_EXTRA_ENV", "HANGIN_CABLE__KEY_STYLE=camel"),
+    ]);
 }

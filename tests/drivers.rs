@@ -458,7 +458,8 @@ async fn modem_cms_error_answers_502_and_the_next_request_succeeds() {
 
     let number = fresh_number();
     assert_delivery_failed(server.request_code(&number).await).await;
-    assert!(server.log_text().contains("+CMS ERROR: 500"));
+    // The log line is read from the server's stderr by another thread: wait for it.
+    wait_for_log(&server, "+CMS ERROR: 500", Duration::from_secs(10)).await;
     let before = modem.heard().len();
 
     assert_eq!(server.request_code(&number).await.status(), 204);

@@ -85,7 +85,8 @@ fn migrate_twice_is_a_no_op_and_old_databases_are_upgraded() {
     let d = dir.path().display().to_string();
     let (code, out, err) = run_cli(&["migrate", "--data-dir", &d], &[]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("1 migration(s) applied"), "{out}");
+    let all = format!("{} migration(s) applied", db::latest_version());
+    assert!(out.contains(&all), "{out}");
     let (code, out, _) = run_cli(&["migrate", "--data-dir", &d], &[]);
     assert_eq!(code, 0);
     assert!(out.contains("0 migration(s) applied"), "{out}");

@@ -52,13 +52,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Write credentials to a file only the owner can read.
+/// Write credentials to a new file only the owner can read. An existing file is never
+/// replaced: apps are configured with what it holds (the open fails with `AlreadyExists`).
 pub fn write_credentials(path: &Path, client: &NewClient) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(path)?;
     let mut text = serde_json::to_string_pretty(client).expect("plain struct serializes");

@@ -35,6 +35,8 @@ pub enum AuthError {
     MissingParameter(&'static str),
     #[error("invalid scope")]
     InvalidScope,
+    #[error("the number is banned")]
+    Banned,
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -75,9 +77,16 @@ impl Auth {
             let number = number.clone();
             let now = db::now_ms();
             self.db
-                .read(move |c| limits.check(c, &number, now))
+                .read(move |c| match db::admin::is_banned(c, &number)? {
+                    true => Ok(Err(None)),
+                    false => Ok(limits.check(c, &number, now)?.map_err(Some)),
+                })
                 .await?
-                .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
+                .map_err(|wait| {
+                    wait.map_or(AuthError::Banned, |retry_after| AuthError::RateLimited {
+                        retry_after,
+                    })
+                })?;
         }
         let code = otp::generate_code();
         let hash = self.hasher.hash(code.clone()).await?;
@@ -87,14 +96,22 @@ impl Auth {
             self.db
                 .write(move |c| {
                     let now = db::now_ms();
+                    // Again inside the write: a ban committed meanwhile wins.
+                    if db::admin::is_banned(c, &number)? {
+                        return Ok(Err(None));
+                    }
                     if let Err(retry_after) = limits.check(c, &number, now)? {
-                        return Ok(Err(retry_after));
+                        return Ok(Err(Some(retry_after)));
                     }
                     let id = db::otp::insert(c, &number, &hash, now, now + ttl_ms)?;
                     Ok(Ok((id, now + ttl_ms)))
                 })
                 .await?
-                .map_err(|retry_after| AuthError::RateLimited { retry_after })?
+                .map_err(|wait| {
+                    wait.map_or(AuthError::Banned, |retry_after| AuthError::RateLimited {
+                        retry_after,
+                    })
+                })?
         };
         let message = OtpMessage {
             text: crate::drivers::otp::render(&self.config.otp.message, &code),
@@ -102,7 +119,9 @@ impl Auth {
             code,
             expires_at: expires_at / 1000,
         };
-        if let Err(e) = self.otp_sender.send(&message).await {
+        let sent = self.otp_sender.send(&message).await;
+        crate::metrics::otp_sent(crate::metrics::otp_driver(&self.config), &sent);
+        if let Err(e) = sent {
             log::warn!("OTP delivery to {} failed: {e}", message.number);
             self.db.write(move |c| db::otp::delete(c, code_id)).await?;
             return Err(AuthError::OtpDelivery(e.to_string()));

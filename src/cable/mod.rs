@@ -15,11 +15,13 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::FuturesOrdered;
+use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Map;
+use tokio_util::sync::CancellationToken;
 
 use self::protocol::{ChannelRef, Command};
+use crate::auth::TokenProblem;
 use crate::channels::ChannelError;
 use crate::http::error::ApiError;
 use crate::http::params::{bearer_token, parse_query};
@@ -43,6 +45,12 @@ type PendingSpeech = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Most frames fed before a flush.
 const MAX_COALESCED: usize = 64;
+/// How long closing a socket may take: sending our Close and reading the client's answering
+/// Close (docs/websocket.md "Closing"). A client that does not answer is cut off after this.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+type Sink = SplitSink<WebSocket, Message>;
+type Stream = SplitStream<WebSocket>;
 
 pub async fn upgrade(
     State(state): State<AppState>,
@@ -59,8 +67,8 @@ pub async fn upgrade(
     parse_query(uri.query(), &mut query);
     let token = bearer_token(&headers, &query);
     let user = match token {
-        Some(t) => state.auth.authenticate(&t).await.ok(),
-        None => None,
+        Some(t) => state.auth.authenticate(&t).await,
+        None => Err(TokenProblem::Invalid),
     };
     let frame_limit = state.config.limits.frame_bytes;
     ws.protocols([protocol::SUBPROTOCOL])
@@ -74,27 +82,30 @@ pub async fn upgrade(
             match user {
                 // A task of its own: axum's upgrade task (about 2 KiB of handshake state) ends
                 // here instead of living as long as the connection.
-                Some(user) => {
+                Ok(user) => {
                     tokio::spawn(Connection::run(state, socket, user));
                 }
-                None => refuse(socket).await,
+                // The token could not be checked (database fault): not the client's fault, so
+                // it must come back rather than give up for good. ActionCable has no reason for
+                // a server fault; `server_restart` (as after a failed subscribe) is the one
+                // clients already come back on.
+                Err(TokenProblem::Unavailable) => refuse(socket, "server_restart", true).await,
+                Err(_) => refuse(socket, "unauthorized", false).await,
             }
         })
 }
 
-/// Invalid, expired or missing token: the upgrade succeeds, then one disconnect frame and close.
-async fn refuse(mut socket: WebSocket) {
-    let _ = socket
-        .send(Message::Text(
-            protocol::disconnect("unauthorized", false).into(),
-        ))
-        .await;
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code: 1000,
-            reason: Utf8Bytes::default(),
-        })))
-        .await;
+/// No connection for this upgrade: the upgrade succeeds, then one disconnect frame and close.
+async fn refuse(socket: WebSocket, reason: &'static str, reconnect: bool) {
+    let (mut sink, stream) = socket.split();
+    if send_close(
+        &mut sink,
+        Closing::Send(disconnect_frames(reason, reconnect)),
+    )
+    .await
+    {
+        await_close(sink, stream).await;
+    }
 }
 
 struct Connection {
@@ -119,7 +130,7 @@ impl Connection {
         let writer = tokio::spawn(write_loop(
             sink,
             rx,
-            handle.clone(),
+            handle.kill.clone(),
             Duration::from_secs(state.config.cable.ping_seconds),
         ));
         handle.send(Utf8Bytes::from_static(protocol::WELCOME));
@@ -131,11 +142,7 @@ impl Connection {
         conn.read_loop(stream, writer)
     }
 
-    async fn read_loop(
-        mut self,
-        mut stream: futures_util::stream::SplitStream<WebSocket>,
-        writer: tokio::task::JoinHandle<()>,
-    ) {
+    async fn read_loop(mut self, mut stream: Stream, writer: tokio::task::JoinHandle<WriterDone>) {
         let conn = &mut self;
         let frame_limit = conn.state.config.limits.frame_bytes;
         // `speak`s being committed, oldest first. Consecutive speaks of one connection commit
@@ -145,9 +152,9 @@ impl Connection {
         // One wait for the whole loop, not one registration with the token per frame.
         let killed = conn.handle.kill.clone().cancelled_owned();
         tokio::pin!(killed);
-        loop {
+        let end = loop {
             let next = tokio::select! {
-                _ = &mut killed => break,
+                _ = &mut killed => break ReaderEnd::Stopped,
                 Some(()) = speaking.next(), if !speaking.is_empty() => continue,
                 m = stream.next(), if speaking.len() < MAX_SPEAKS_IN_FLIGHT => m,
             };
@@ -155,7 +162,7 @@ impl Connection {
                 Some(Ok(Message::Text(text))) => {
                     if text.len() > frame_limit {
                         conn.close_with(1009, "frame too large");
-                        break;
+                        break ReaderEnd::Stopped;
                     }
                     let command = match protocol::parse_command(&text) {
                         Ok(c) => c,
@@ -174,32 +181,78 @@ impl Connection {
                         }
                     }
                 }
-                Some(Ok(Message::Binary(_))) => log::debug!("ignoring a binary frame"),
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Ok(_)) => {} // ping/pong are answered by tungstenite
-                Some(Err(e)) => {
-                    if is_capacity_error(&e) {
+                Some(Ok(Message::Binary(binary))) => {
+                    // Like the original, binary frames mean nothing; oversized ones are refused
+                    // like oversized text.
+                    if binary.len() > frame_limit {
                         conn.close_with(1009, "frame too large");
-                    } else {
-                        log::debug!("websocket read error: {e}");
+                        break ReaderEnd::Stopped;
                     }
-                    break;
+                    log::debug!("ignoring a binary frame");
                 }
+                Some(Ok(Message::Close(_))) => break ReaderEnd::PeerClosed,
+                None => break ReaderEnd::Gone,
+                Some(Ok(_)) => {} // ping/pong are answered by tungstenite
+                Some(Err(e)) => match read_error_close_code(&e) {
+                    Some((code, why)) => {
+                        log::debug!("websocket read error: {e}");
+                        conn.close_with(code, why);
+                        break ReaderEnd::Stopped;
+                    }
+                    None => {
+                        log::debug!("websocket read error: {e}");
+                        break ReaderEnd::Gone;
+                    }
+                },
             }
-        }
-        Box::pin(self.finish(speaking, writer)).await;
+        };
+        Box::pin(self.finish(stream, speaking, writer, end)).await;
     }
 
+    /// The connection has ended: close the socket, then commit what was read and leave every
+    /// channel.
     async fn finish(
         mut self,
+        stream: Stream,
         mut speaking: FuturesOrdered<PendingSpeech>,
-        writer: tokio::task::JoinHandle<()>,
+        mut writer: tokio::task::JoinHandle<WriterDone>,
+        end: ReaderEnd,
     ) {
+        // The writer stops at once and hands its half of the socket back.
+        self.handle.kill.cancel();
+        let written = match tokio::time::timeout(CLOSE_WAIT, &mut writer).await {
+            Ok(Ok(done)) => Some(done),
+            _ => {
+                writer.abort();
+                None
+            }
+        };
+        if let Some((mut sink, writer_end)) = written {
+            let closing = match (writer_end, self.handle.close_code(), end) {
+                (WriterEnd::Disconnect { reason, reconnect }, _, _) => {
+                    Closing::Send(disconnect_frames(reason, reconnect))
+                }
+                (WriterEnd::Broken, _, _) => Closing::Drop,
+                (WriterEnd::Stopped, Some(code), _) => Closing::Send(vec![close_frame(code)]),
+                (WriterEnd::Stopped, None, ReaderEnd::PeerClosed) => Closing::Reply,
+                (WriterEnd::Stopped, None, ReaderEnd::Gone) => Closing::Drop,
+                (WriterEnd::Stopped, None, ReaderEnd::Stopped) => {
+                    Closing::Send(vec![close_frame(1000)])
+                }
+            };
+            // Our frames go out before the connection counts as gone (a graceful shutdown
+            // waits for that), the wait for the client's answer does not hold anything up.
+            if send_close(&mut sink, closing).await {
+                tokio::spawn(await_close(sink, stream));
+            } else {
+                drop((sink, stream));
+            }
+        } else {
+            drop(stream);
+        }
         // What was read is committed and published, as if handled one by one.
         while speaking.next().await.is_some() {}
         self.cleanup();
-        // Let the writer send what is queued (close frames, disconnect) and finish.
-        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     }
 
     fn close_with(&self, code: u16, why: &'static str) {
@@ -245,7 +298,7 @@ impl Connection {
             log::warn!("cable action failed for user {}: {e}", self.handle.user.0);
             if matches!(e, ChannelError::Db(_)) {
                 // A fault of ours, not of the client: let it come back once we recover.
-                self.handle.disconnect("server_error", true);
+                self.handle.disconnect("server_restart", true);
             }
         }
     }
@@ -259,6 +312,11 @@ impl Connection {
         }
         if !protocol::names_a_channel(&identifier) {
             log::debug!("ignoring a subscribe with a malformed identifier");
+            return Ok(());
+        }
+        if self.subscriptions.len() >= self.state.config.limits.subscriptions_per_connection {
+            log::debug!("refusing a subscribe beyond [limits] subscriptions_per_connection");
+            self.handle.send(protocol::reject(&identifier).into());
             return Ok(());
         }
         let engine = self.state.engine.clone();
@@ -349,33 +407,142 @@ impl Connection {
     }
 }
 
-fn is_capacity_error(e: &axum::Error) -> bool {
-    let text = e.to_string().to_ascii_lowercase();
-    text.contains("space limit exceeded") || text.contains("too long") || text.contains("capacity")
+/// Why the reader stopped.
+#[derive(Debug, Clone, Copy)]
+enum ReaderEnd {
+    /// The client sent Close.
+    PeerClosed,
+    /// The stream ended or broke (EOF without Close, I/O error): nobody to talk to.
+    Gone,
+    /// Killed, or failed with a close code set on the handle.
+    Stopped,
+}
+
+/// Why the writer stopped.
+#[derive(Debug)]
+enum WriterEnd {
+    /// Killed, or every sender is gone.
+    Stopped,
+    /// Writing failed: the socket is broken.
+    Broken,
+    /// Asked to send `{"type":"disconnect",…}` and close.
+    Disconnect {
+        reason: &'static str,
+        reconnect: bool,
+    },
+}
+
+type WriterDone = (Sink, WriterEnd);
+
+/// How a socket is closed (docs/websocket.md "Closing").
+enum Closing {
+    /// The client sent Close: flush the echo tungstenite queued, then close TCP at once.
+    Reply,
+    /// We end the connection: send these frames (the last one a Close), then read until the
+    /// client answers with its Close, then close TCP. Closing with unread input would make the
+    /// kernel reset the connection, which can discard our Close before the client reads it.
+    Send(Vec<Message>),
+    /// The connection is broken already: just close TCP.
+    Drop,
+}
+
+/// Send what closing takes, within `CLOSE_WAIT`; whether the client's answering Close is still
+/// to be read (`await_close`).
+async fn send_close(sink: &mut Sink, closing: Closing) -> bool {
+    let sent = async {
+        match closing {
+            Closing::Reply => {
+                let _ = sink.close().await;
+                false
+            }
+            Closing::Send(frames) => {
+                for frame in frames {
+                    if sink.send(frame).await.is_err() {
+                        // The client closed meanwhile: answer its Close instead.
+                        let _ = sink.close().await;
+                        return false;
+                    }
+                }
+                true
+            }
+            Closing::Drop => false,
+        }
+    };
+    tokio::time::timeout(CLOSE_WAIT, sent)
+        .await
+        .unwrap_or(false)
+}
+
+/// Read until the client answers our Close (at most `CLOSE_WAIT`), then close TCP.
+async fn await_close(sink: Sink, mut stream: Stream) {
+    let answered = async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, answered).await;
+    // Dropping both halves closes the TCP connection.
+    drop(sink);
+}
+
+fn close_frame(code: u16) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::default(),
+    }))
+}
+
+/// `{"type":"disconnect",…}` then a normal close.
+fn disconnect_frames(reason: &str, reconnect: bool) -> Vec<Message> {
+    vec![
+        Message::Text(protocol::disconnect(reason, reconnect).into()),
+        close_frame(1000),
+    ]
+}
+
+/// The close code for a failed read (RFC 6455 §7.4.1), or `None` when the connection is simply
+/// gone and there is nobody to tell.
+fn read_error_close_code(e: &axum::Error) -> Option<(u16, &'static str)> {
+    use std::error::Error as _;
+    use tungstenite::error::ProtocolError;
+    let inner = e.source()?.downcast_ref::<tungstenite::Error>()?;
+    match inner {
+        tungstenite::Error::Capacity(_) => Some((1009, "frame too large")),
+        tungstenite::Error::Utf8(_) => Some((1007, "invalid UTF-8 in a text frame")),
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        tungstenite::Error::Protocol(_) => Some((1002, "websocket protocol error")),
+        _ => None,
+    }
 }
 
 async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut sink: Sink,
     mut rx: crate::outbox::Receiver<Outbound>,
-    handle: ConnHandle,
+    kill: CancellationToken,
     ping_every: Duration,
-) {
-    let kill = handle.kill.clone();
+) -> WriterDone {
+    // Killing also interrupts a write stuck on a client that does not read.
+    let end = tokio::select! {
+        biased;
+        _ = kill.cancelled() => WriterEnd::Stopped,
+        end = serve(&mut sink, &mut rx, ping_every) => end,
+    };
+    // The reader stops too and closes the socket with this half (`Connection::finish`).
+    kill.cancel();
+    (sink, end)
+}
+
+async fn serve(
+    sink: &mut Sink,
+    rx: &mut crate::outbox::Receiver<Outbound>,
+    ping_every: Duration,
+) -> WriterEnd {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // One wait for the whole loop, not one registration with the token per frame.
-    let killed = kill.clone().cancelled_owned();
-    tokio::pin!(killed);
-    'serve: loop {
+    loop {
         tokio::select! {
-            biased;
-            _ = &mut killed => {
-                if let Some(code) = handle.close_code() {
-                    let frame = CloseFrame { code, reason: Utf8Bytes::default() };
-                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
-                }
-                break;
-            }
             item = rx.recv() => match item {
                 Some(Outbound::Frame(frame)) => {
                     // Feed what is queued already, then flush once: a burst costs one write.
@@ -384,7 +551,7 @@ async fn write_loop(
                     let mut fed = 0;
                     while let Some(f) = pending.take() {
                         if sink.feed(Message::Text(f)).await.is_err() {
-                            break 'serve;
+                            return WriterEnd::Broken;
                         }
                         fed += 1;
                         if fed < MAX_COALESCED {
@@ -396,49 +563,25 @@ async fn write_loop(
                         }
                     }
                     if sink.flush().await.is_err() {
-                        break;
+                        return WriterEnd::Broken;
                     }
                     if let Some(Outbound::Disconnect { reason, reconnect }) = then {
-                        disconnect(&mut sink, reason, reconnect).await;
-                        kill.cancel();
-                        return;
+                        return WriterEnd::Disconnect { reason, reconnect };
                     }
                 }
                 Some(Outbound::Disconnect { reason, reconnect }) => {
-                    disconnect(&mut sink, reason, reconnect).await;
-                    kill.cancel();
-                    return;
+                    return WriterEnd::Disconnect { reason, reconnect };
                 }
-                None => break,
+                None => return WriterEnd::Stopped,
             },
             _ = ping.tick() => {
                 let now = crate::db::now_ms() / 1000;
                 if sink.send(Message::Text(protocol::ping(now).into())).await.is_err() {
-                    break;
+                    return WriterEnd::Broken;
                 }
             }
         }
     }
-    kill.cancel();
-}
-
-/// `{"type":"disconnect",…}` then a normal close.
-async fn disconnect(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    reason: &'static str,
-    reconnect: bool,
-) {
-    let _ = sink
-        .send(Message::Text(
-            protocol::disconnect(reason, reconnect).into(),
-        ))
-        .await;
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
-            code: 1000,
-            reason: Utf8Bytes::default(),
-        })))
-        .await;
 }
 
 #[cfg(test)]
@@ -468,5 +611,48 @@ mod tests {
         };
         assert!(reader <= 1024, "reader future is {reader} bytes");
         assert!(writer <= 1024, "writer future is {writer} bytes");
+    }
+
+    /// What tungstenite reports for each violation (reached through axum's error) becomes the
+    /// RFC 6455 §7.4.1 close code; a connection that is simply gone gets none.
+    #[test]
+    fn read_errors_map_to_close_codes() {
+        use tungstenite::error::{CapacityError, ProtocolError};
+        let code = |e: tungstenite::Error| read_error_close_code(&axum::Error::new(e)).map(|c| c.0);
+        assert_eq!(code(tungstenite::Error::Utf8("bad".into())), Some(1007));
+        assert_eq!(
+            code(tungstenite::Error::Capacity(
+                CapacityError::MessageTooLong {
+                    size: 2,
+                    max_size: 1
+                }
+            )),
+            Some(1009)
+        );
+        for p in [
+            ProtocolError::UnmaskedFrameFromClient,
+            ProtocolError::NonZeroReservedBits,
+            ProtocolError::UnknownDataFrameType(3),
+            ProtocolError::UnknownControlFrameType(11),
+            ProtocolError::ControlFrameTooBig,
+            ProtocolError::FragmentedControlFrame,
+            ProtocolError::UnexpectedContinueFrame,
+            ProtocolError::InvalidCloseSequence,
+        ] {
+            assert_eq!(
+                code(tungstenite::Error::Protocol(p.clone())),
+                Some(1002),
+                "{p}"
+            );
+        }
+        assert_eq!(
+            code(tungstenite::Error::Protocol(
+                ProtocolError::ResetWithoutClosingHandshake
+            )),
+            None
+        );
+        assert_eq!(code(tungstenite::Error::ConnectionClosed), None);
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(code(tungstenite::Error::Io(reset)), None);
     }
 }

@@ -154,7 +154,22 @@ impl Engine {
         let speech = match validate_speech(data, self.message_body_bytes) {
             Ok(s) => s,
             Err(e) => {
-                self.transmit(conn, &identifier, &self.payload(Event::Error, &e));
+                // Through the writer's queue all the same, so the speaker's earlier messages
+                // come back before this refusal, as they were sent.
+                let payload = self.payload(Event::Error, &e);
+                let speaker = conn.clone();
+                let refused = self
+                    .db
+                    .write_then(
+                        |_| Ok(()),
+                        move |_| {
+                            speaker.send(Utf8Bytes::from(channel_frame(&identifier, &payload)))
+                        },
+                    )
+                    .await;
+                if let Err(e) = refused {
+                    log::warn!("a refused speak could not be answered: {e}");
+                }
                 return;
             }
         };
@@ -226,6 +241,7 @@ impl Engine {
                 return;
             }
         };
+        crate::metrics::message_stored();
         let Saved {
             chat_name,
             speaker: me,

@@ -16,6 +16,7 @@
 mod background;
 mod chat;
 mod chats;
+mod forget;
 #[cfg(test)]
 mod model_tests;
 pub mod world;
@@ -323,7 +324,10 @@ fn server_base(config: &Config, bound: Option<(std::net::SocketAddr, bool)>) -> 
         return config.public_url.trim_end_matches('/').to_string();
     }
     match bound {
-        Some((addr, tls)) => format!("{}://{addr}", if tls { "https" } else { "http" }),
+        // `<host>.local` for 0.0.0.0 / `::` (docs/hardening.md "Absolute URLs").
+        Some((addr, tls)) => {
+            crate::http::client_ip::public_base(config, (!tls).then_some(addr), tls.then_some(addr))
+        }
         None if config.listen.is_empty() => format!("https://{}", config.tls.listen),
         None => format!("http://{}", config.listen),
     }

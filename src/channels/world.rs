@@ -375,6 +375,10 @@ impl World {
         let Some(person) = self.people.get_mut(&user) else {
             return outs;
         };
+        if person.subscriptions == 0 {
+            // Already taken offline (an admin's ban or sign-out): nothing left to announce.
+            return outs;
+        }
         if person.subscriptions > 1 || person.window_until.is_some() {
             person.subscriptions = person.subscriptions.saturating_sub(1);
             return outs;
@@ -382,6 +386,23 @@ impl World {
         let before = self.views(&self.people[&user].chats.clone());
         self.mark_offline(user, &mut outs);
         // The user no longer receives anything: their own view is not updated.
+        self.diff(before, Some(user), now, &mut outs);
+        outs
+    }
+
+    /// An admin banned or signed out `user` (`src/admin/`; their connections are closed): they
+    /// go offline now, also from an open background window, exactly as in Presence.
+    pub fn take_offline(&mut self, user: UserId, now: Ms) -> Vec<Out> {
+        let mut outs = Vec::new();
+        if !self.is_online(user) {
+            return outs;
+        }
+        let had_window = self.people[&user].window_until.is_some();
+        let before = self.views(&self.people[&user].chats.clone());
+        self.mark_offline(user, &mut outs);
+        if had_window {
+            outs.push(Out::Store(Change::Window(user, None)));
+        }
         self.diff(before, Some(user), now, &mut outs);
         outs
     }

@@ -6,8 +6,10 @@
 //! before [`Db::write`] returns. The writer takes every write that is queued when it wakes,
 //! runs each in its own savepoint inside one transaction and commits once: many writes, one fsync.
 
+pub mod admin;
 pub mod chats;
 pub mod clients;
+pub mod health;
 pub mod otp;
 pub mod tokens;
 pub mod users;
@@ -222,10 +224,11 @@ impl Db {
             };
             let keep = result.is_ok();
             let finish: Finish = Box::new(move |commit| {
+                // A failed commit stored nothing, whatever the job said: its error wins (it
+                // carries the storage fault's code).
                 let outcome = match (commit, result) {
                     (Ok(()), r) => r,
-                    (Err(e), Ok(_)) => Err(e),
-                    (Err(_), Err(e)) => Err(e),
+                    (Err(e), _) => Err(e),
                 };
                 done(outcome);
             });
@@ -307,14 +310,16 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteJob>, stats: &Write
             }
         }
         let count = batch.len() as u64;
+        let started = std::time::Instant::now();
         let finishers = run_batch(&mut conn, batch.drain(..));
+        crate::metrics::db_commit(started.elapsed(), count as usize);
         stats.transactions.fetch_add(1, Ordering::Relaxed);
         stats.writes.fetch_add(count, Ordering::Relaxed);
         let (commit, finishers) = finishers;
         for finish in finishers {
             let result = match &commit {
                 Ok(()) => Ok(()),
-                Err(e) => Err(DbError::Task(format!("commit failed: {e}"))),
+                Err(e) => Err(DbError::Sqlite(health::copy_sqlite_error(e))),
             };
             finish(result);
         }

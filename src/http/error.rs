@@ -35,6 +35,11 @@ pub enum ApiError {
     RateLimited {
         retry_after: u64,
     },
+    /// 503 with `Retry-After`: the server cannot serve this now (storage fault, overload).
+    Unavailable {
+        error: &'static str,
+        description: String,
+    },
     /// A 422 (or other) whose body shape the contract fixes, e.g. `{"errors":{...}}`.
     Body {
         status: StatusCode,
@@ -68,6 +73,14 @@ impl ApiError {
         )
     }
 
+    /// The storage under the database cannot take this write (or read) right now.
+    pub fn storage_unavailable() -> Self {
+        ApiError::Unavailable {
+            error: "storage_unavailable",
+            description: "The server cannot store data right now. Try again later.".into(),
+        }
+    }
+
     pub fn unprocessable(body: Value) -> Self {
         ApiError::Body {
             status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -92,11 +105,10 @@ pub fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
-            ApiError::Unauthorized(TokenProblem::Unavailable) => ApiError::coded(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "The database is not available.",
-            )
+            ApiError::Unauthorized(TokenProblem::Unavailable) => ApiError::Unavailable {
+                error: "unavailable",
+                description: "The database is not available.".into(),
+            }
             .into_response(),
             ApiError::Unauthorized(problem) => {
                 let description = match problem {
@@ -153,6 +165,15 @@ impl IntoResponse for ApiError {
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
                 res
             }
+            ApiError::Unavailable { error, description } => {
+                let mut res = json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"error": error, "error_description": description}),
+                );
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+                res
+            }
             ApiError::Body { status, body } => json_response(status, &body),
             ApiError::Internal(detail) => {
                 log::error!("internal error: {detail}");
@@ -165,9 +186,17 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What a 503 tells clients to wait before trying again.
+pub const RETRY_AFTER_SECONDS: u64 = 30;
+
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
-        ApiError::Internal(e.to_string())
+        if e.is_storage_fault() {
+            log::error!("storage fault: {e}");
+            ApiError::storage_unavailable()
+        } else {
+            ApiError::Internal(e.to_string())
+        }
     }
 }
 
@@ -209,6 +238,11 @@ impl From<AuthError> for ApiError {
                 "invalid_request",
                 &format!("Missing required parameter: {name}."),
             ),
+            AuthError::Banned => ApiError::coded(
+                StatusCode::FORBIDDEN,
+                "banned",
+                "This number may not log in to this server.",
+            ),
             AuthError::Db(e) => e.into(),
         }
     }
@@ -231,6 +265,10 @@ impl From<UploadError> for ApiError {
             }
             UploadError::NotAnImage(why) => {
                 ApiError::unprocessable(serde_json::json!({"errors": [why]}))
+            }
+            UploadError::Io(e) if crate::db::health::io_is_storage_fault(&e) => {
+                log::error!("picture storage: {e}");
+                ApiError::storage_unavailable()
             }
             UploadError::Io(e) => ApiError::Internal(format!("picture storage: {e}")),
         }

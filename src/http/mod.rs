@@ -2,6 +2,7 @@
 //! Handlers are thin: they parse, call `auth`/`people`/`channels`, and serialize via `wire`.
 
 pub mod client_ip;
+pub mod conn;
 pub mod error;
 pub mod friends;
 pub mod invites;
@@ -59,7 +60,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.limits.body_bytes))
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn(crate::metrics::track_http))
         .layer(cors)
         .with_state(state)
 }
@@ -68,22 +71,16 @@ async fn root() -> Response {
     error::json(StatusCode::OK, &json!({"hello": "world"}))
 }
 
+/// Healthy when the writer thread commits a real write (cached ≤ 1 s) — a full disk or a
+/// read-only mount shows here, not only in failed requests.
 async fn up(State(state): State<AppState>) -> Response {
-    let healthy = state.db.writer_alive()
-        && state
-            .db
-            .read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
-            .await
-            .is_ok();
-    if healthy {
-        error::json(StatusCode::OK, &json!({"status": "ok"}))
-    } else {
-        ApiError::coded(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "The database is not available.",
-        )
-        .into_response()
+    match state.write_probe.check(&state.db).await {
+        Ok(()) => error::json(StatusCode::OK, &json!({"status": "ok"})),
+        Err(_) => ApiError::Unavailable {
+            error: "unavailable",
+            description: "The database cannot store data right now.".into(),
+        }
+        .into_response(),
     }
 }
 
@@ -117,6 +114,47 @@ async fn log_request(req: Request, next: Next) -> Response {
         started.elapsed().as_secs_f64() * 1e3
     );
     res
+}
+
+/// Every error body in wire.md's JSON shape: rejections of axum's extractors (a path that is not
+/// UTF-8, …) come as plain text; they are rewrapped with their sentence kept.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let plain = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let description = String::from_utf8_lossy(&text).trim().to_string();
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable_entity",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal_error",
+        _ => "bad_request",
+    };
+    let mut fixed = error::json(
+        status,
+        &json!({"error": code, "error_description": description}),
+    );
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            fixed.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    fixed
 }
 
 /// Rails route normalisation: collapse repeated slashes, drop a trailing slash and a `.json`

@@ -80,7 +80,20 @@ fn content_type(headers: &HeaderMap) -> String {
 async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
     axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| ApiError::too_large(format!("The request body is larger than {limit} bytes.")))
+        .map_err(|e| body_error(&e, limit))
+}
+
+/// Over the limit: 413. Anything else (a malformed chunk, a body that stopped arriving) is the
+/// client's broken request: 400.
+pub fn body_error(e: &axum::Error, limit: usize) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return ApiError::too_large(format!("The request body is larger than {limit} bytes."));
+        }
+        source = err.source();
+    }
+    ApiError::bad_request(format!("The request body could not be read: {e}"))
 }
 
 impl FromRequest<AppState> for Params {

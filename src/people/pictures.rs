@@ -59,7 +59,13 @@ impl Upload {
     pub async fn begin(dir: &Path, limit: usize) -> Result<Upload, UploadError> {
         tokio::fs::create_dir_all(dir).await?;
         let tmp = dir.join(format!(".upload-{}", crate::auth::tokens::new_secret()));
-        let file = tokio::fs::File::create(&tmp).await?;
+        // Pictures are the users' own: readable by the service user only (docs/hardening.md).
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .await?;
         Ok(Upload {
             dir: dir.to_path_buf(),
             tmp,

@@ -66,8 +66,9 @@ impl PushQueue {
         tokio::spawn(async move {
             while let Some(n) = rx.recv().await {
                 match pusher.send(&n).await {
-                    Ok(PushOutcome::Delivered) => {}
+                    Ok(PushOutcome::Delivered) => crate::metrics::push_sent("delivered", None),
                     Ok(PushOutcome::InvalidToken) => {
+                        crate::metrics::push_sent("invalid_token", None);
                         log::info!(
                             "push service rejected the device token of {}; forgetting it",
                             n.user_uuid
@@ -80,7 +81,10 @@ impl PushQueue {
                             log::warn!("could not clear a dead device token: {e}");
                         }
                     }
-                    Err(e) => log::warn!("push to {} failed: {e}", n.user_uuid),
+                    Err(e) => {
+                        crate::metrics::push_sent("failed", Some(&e));
+                        log::warn!("push to {} failed: {e}", n.user_uuid)
+                    }
                 }
             }
         });
@@ -90,6 +94,7 @@ impl PushQueue {
     /// Queue a notification; never waits. A full queue drops it with a warning.
     pub fn enqueue(&self, notification: Notification) {
         if let Err(e) = self.tx.try_send(notification) {
+            crate::metrics::push_sent("dropped", None);
             log::warn!("push queue full or closed; dropped a notification: {e}");
         }
     }

@@ -77,7 +77,41 @@ pub async fn next_json(ws: &mut Ws) -> anyhow::Result<Value> {
     }
 }
 
-fn is_ping(text: &str) -> bool {
+/// The next text frame that is not a ping, within `timeout` (`Ok(None)` on timeout).
+pub async fn next_text(ws: &mut Ws, timeout: Duration) -> anyhow::Result<Option<String>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return Ok(None),
+            Ok(None) => bail!("connection closed"),
+            Ok(Some(m)) => m?,
+        };
+        match msg {
+            Message::Text(t) if !is_ping(&t) => return Ok(Some(t.to_string())),
+            Message::Close(f) => bail!("closed by the server: {f:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// A short frame's `"type"` (`confirm_subscription`, `reject_subscription`, `disconnect`, …)
+/// without parsing it: long frames (chat lists, history) never carry one.
+pub fn frame_type(text: &str) -> Option<&str> {
+    if text.len() > 512 {
+        return None;
+    }
+    let at = text.find(r#""type":""#)? + r#""type":""#.len();
+    let rest = &text[at..];
+    Some(&rest[..rest.find('"')?])
+}
+
+/// How an identifier appears inside a server frame (a JSON string, quotes escaped).
+pub fn escaped(identifier: &str) -> String {
+    let quoted = serde_json::to_string(identifier).expect("a string serializes");
+    quoted[1..quoted.len() - 1].to_string()
+}
+
+pub fn is_ping(text: &str) -> bool {
     text.starts_with(r#"{"type":"ping""#)
 }
 
@@ -158,6 +192,18 @@ pub fn stamp_of(frame: &str) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn confirmations_are_found_without_parsing() {
+        let ident = r#"{"channel":"ChatsChannel","hog":"s1k2"}"#;
+        let frame = json!({"identifier": ident, "type": "confirm_subscription"}).to_string();
+        assert_eq!(frame_type(&frame), Some("confirm_subscription"));
+        assert!(frame.contains(&escaped(ident)));
+        assert_eq!(
+            frame_type(r#"{"identifier":"x","message":{"chats":[]}}"#),
+            None
+        );
+    }
 
     #[test]
     fn stamps_survive_the_server_frame() {

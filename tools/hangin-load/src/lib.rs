@@ -4,12 +4,19 @@
 //! 127.0.0.1 only), so it can also read the server's memory from `/proc`, its start→`READY=1`
 //! time from a `NOTIFY_SOCKET` it owns, and OTP codes from the log driver's lines on stderr.
 //! Users, address books and tokens are minted with the hidden `hangin loadtest-users` command.
-//! Scenarios: `idle`, `fanout`, `storm`, `login`, `ready`, and `all` (every target in one run).
+//! Scenarios: `idle`, `fanout`, `storm`, `login`, `ready`, `lockhog`, `reconnect`, `joinstorm`,
+//! `broadcast`, and `all` (every target in one run). `--fsync-delay-ms` slows the server's
+//! flushes (`slowfs`), `--pi` adds one pinned core and 10 ms flushes with the Pi targets.
 
+pub mod broadcast;
 pub mod cable;
+pub mod joinstorm;
+pub mod lockhog;
+pub mod reconnect;
 pub mod report;
 pub mod scenarios;
 pub mod server;
+pub mod slowfs;
 pub mod stats;
 
 use std::sync::OnceLock;
@@ -22,18 +29,30 @@ pub fn now_ns() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-/// Raise this process's open-file limit to its hard limit (inherited by the server we start):
-/// 10,000 connections need 10,000 descriptors on each side.
+/// Raise this process's open-file limit (inherited by the server we start): 10,000 connections
+/// need 10,000 descriptors on each side, `broadcast` beyond 20,000. Tries 262,144 first (allowed
+/// with CAP_SYS_RESOURCE, e.g. as root), else the hard limit.
 pub fn raise_nofile() -> u64 {
+    const WANT: libc::rlim_t = 262_144;
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: plain syscalls on a stack struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            if lim.rlim_max < WANT {
+                let more = libc::rlimit {
+                    rlim_cur: WANT,
+                    rlim_max: WANT,
+                };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &more);
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            }
+            if lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
         }
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
     }

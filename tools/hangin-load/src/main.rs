@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use hangin_load::report::Report;
 use hangin_load::scenarios::{self, Ctx};
+use hangin_load::{broadcast, joinstorm, lockhog, reconnect};
 use hangin_load::{progress, raise_nofile};
 
 /// Load generator for hangin. Starts the server binary itself unless --url is given.
@@ -31,6 +32,14 @@ struct Cli {
     /// Pin a started server to these CPUs, e.g. `0` (the load tool keeps whatever is left).
     #[arg(long, global = true, value_delimiter = ',')]
     server_cpus: Vec<usize>,
+    /// Slow-disk mode: delay each of the started server's fsync/fdatasync calls by N ms (an
+    /// LD_PRELOAD shim built with the system `cc`).
+    #[arg(long, global = true, default_value_t = 0.0)]
+    fsync_delay_ms: f64,
+    /// The Pi profile: `--server-cpus 0 --fsync-delay-ms 10` (unless given otherwise) with the
+    /// Pi targets.
+    #[arg(long, global = true)]
+    pi: bool,
     /// Source addresses for client connections, round-robin (beyond ~28,000 connections).
     #[arg(long, global = true, value_delimiter = ',')]
     sources: Vec<IpAddr>,
@@ -116,7 +125,76 @@ enum Scenario {
         #[arg(long, default_value_t = 2.0)]
         settle: f64,
     },
-    /// Every target of the issue, one after the other, on this machine.
+    /// One account creates chats and mass-subscribes ChatsChannel while unrelated users
+    /// subscribe; their subscribe → chats latency.
+    Lockhog {
+        #[arg(long, default_value_t = 5000)]
+        chats: usize,
+        /// createChats in flight.
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        #[arg(long, default_value_t = 20)]
+        hog_sockets: usize,
+        /// ChatsChannel subscriptions each hog socket holds at once.
+        #[arg(long, default_value_t = 50)]
+        subs_per_socket: usize,
+        /// Unrelated users.
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        /// Milliseconds between one unrelated user's subscribes.
+        #[arg(long, default_value_t = 200)]
+        pause_ms: u64,
+        /// Seconds measured.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+    },
+    /// N users in live chats; graceful restart; all reconnect at once.
+    Reconnect {
+        #[arg(long, default_value_t = 5000)]
+        users: usize,
+        /// Users per group of mutual contacts.
+        #[arg(long, default_value_t = 10)]
+        group: usize,
+        #[arg(long, default_value_t = 1000)]
+        chats: usize,
+        /// Seconds before giving up on the reconnect.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+    },
+    /// M online clients join one chat within a second; RSS per connection, frames per join.
+    Joinstorm {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Seconds the joins are spread over.
+        #[arg(long, default_value_t = 1.0)]
+        spread: f64,
+        /// Seconds without frames that count as settled.
+        #[arg(long, default_value_t = 1.0)]
+        quiet: f64,
+        #[arg(long, default_value_t = 120.0)]
+        timeout: f64,
+    },
+    /// websocket-shootout: clients in one chat step up until the broadcast p95 exceeds 500 ms.
+    Broadcast {
+        #[arg(long, default_value_t = 2000)]
+        step: usize,
+        #[arg(long, default_value_t = 30_000)]
+        max_clients: usize,
+        /// Broadcasts measured per step.
+        #[arg(long, default_value_t = 50)]
+        sample: usize,
+        /// Broadcasts in flight.
+        #[arg(long, default_value_t = 4)]
+        concurrent: usize,
+        #[arg(long, default_value_t = 200)]
+        padding: usize,
+        #[arg(long, default_value_t = 500.0)]
+        limit_ms: f64,
+        /// Seconds after which no new step starts.
+        #[arg(long, default_value_t = 300.0)]
+        budget: f64,
+    },
+    /// Every target of the issues, one after the other, on this machine (broadcast aside).
     All,
 }
 
@@ -136,23 +214,46 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let mut server_cpus = cli.server_cpus.clone();
+    let mut fsync_delay_ms = cli.fsync_delay_ms;
+    if cli.pi {
+        if server_cpus.is_empty() {
+            server_cpus = vec![0];
+        }
+        if fsync_delay_ms <= 0.0 {
+            fsync_delay_ms = 10.0;
+        }
+    }
+    if cli.url.is_some() && (fsync_delay_ms > 0.0 || !server_cpus.is_empty()) {
+        eprintln!("hangin-load: --fsync-delay-ms, --server-cpus and --pi apply to a server this tool starts, not to --url");
+        return ExitCode::from(2);
+    }
     let ctx = Ctx {
         bin,
         url: cli.url.clone(),
         data_dir: cli.data_dir.clone(),
         pid: cli.pid,
         otp_log: cli.otp_log.clone(),
-        server_cpus: cli.server_cpus.clone(),
+        server_cpus,
         sources: cli.sources.clone(),
         connect_concurrency: cli.connect_concurrency,
         first_number: cli.first_number,
+        fsync_delay_ms,
+        pi: cli.pi,
     };
+    if fsync_delay_ms > 0.0 {
+        if let Err(e) = hangin_load::slowfs::shim() {
+            eprintln!("hangin-load: slow-disk mode: {e:#}");
+            return ExitCode::from(2);
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     progress!(
-        "hangin-load: {} cpus, open-file limit {nofile}, loadavg {}",
+        "hangin-load: profile {}, {} cpus, open-file limit {nofile}, loadavg {}",
+        ctx.profile(),
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
@@ -173,6 +274,10 @@ fn main() -> ExitCode {
                     print!("{}", r.render());
                 }
             }
+            eprintln!(
+                "hangin-load: done, loadavg {}",
+                hangin_load::server::loadavg()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -265,6 +370,86 @@ async fn run(ctx: &Ctx, scenario: Scenario) -> anyhow::Result<Vec<Report>> {
                     runs,
                     users,
                     settle: Duration::from_secs_f64(settle),
+                },
+            )
+            .await?,
+        ],
+        Scenario::Lockhog {
+            chats,
+            window,
+            hog_sockets,
+            subs_per_socket,
+            users,
+            pause_ms,
+            duration,
+        } => vec![
+            lockhog::lockhog(
+                ctx,
+                &lockhog::LockhogArgs {
+                    chats,
+                    window,
+                    hog_sockets,
+                    subs_per_socket,
+                    users,
+                    pause: Duration::from_millis(pause_ms),
+                    duration: Duration::from_secs_f64(duration),
+                },
+            )
+            .await?,
+        ],
+        Scenario::Reconnect {
+            users,
+            group,
+            chats,
+            timeout,
+        } => vec![
+            reconnect::reconnect(
+                ctx,
+                &reconnect::ReconnectArgs {
+                    users,
+                    group,
+                    chats,
+                    timeout: Duration::from_secs_f64(timeout),
+                },
+            )
+            .await?,
+        ],
+        Scenario::Joinstorm {
+            clients,
+            spread,
+            quiet,
+            timeout,
+        } => vec![
+            joinstorm::joinstorm(
+                ctx,
+                &joinstorm::JoinstormArgs {
+                    clients,
+                    spread: Duration::from_secs_f64(spread),
+                    quiet: Duration::from_secs_f64(quiet),
+                    timeout: Duration::from_secs_f64(timeout),
+                },
+            )
+            .await?,
+        ],
+        Scenario::Broadcast {
+            step,
+            max_clients,
+            sample,
+            concurrent,
+            padding,
+            limit_ms,
+            budget,
+        } => vec![
+            broadcast::broadcast(
+                ctx,
+                &broadcast::BroadcastArgs {
+                    step,
+                    max_clients,
+                    sample,
+                    concurrent,
+                    padding,
+                    limit_ms,
+                    budget: Duration::from_secs_f64(budget),
                 },
             )
             .await?,

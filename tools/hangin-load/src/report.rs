@@ -45,6 +45,11 @@ pub struct Report {
     pub scenario: String,
     pub figures: Vec<Figure>,
     pub details: Value,
+    /// `plain`, `pi`, or the hand-set server conditions (pinning, fsync delay).
+    pub profile: String,
+    /// Lines printed under the figures (e.g. published figures to compare with).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// `/proc/loadavg` when the scenario started and ended: other work on the machine.
     pub loadavg_start: String,
     pub loadavg_end: String,
@@ -56,6 +61,8 @@ impl Report {
             scenario: scenario.into(),
             figures: Vec::new(),
             details: Value::Object(Default::default()),
+            profile: "plain".into(),
+            notes: Vec::new(),
             loadavg_start: crate::server::loadavg(),
             loadavg_end: String::new(),
         }
@@ -88,6 +95,10 @@ impl Report {
         }
     }
 
+    pub fn note(&mut self, line: impl Into<String>) {
+        self.notes.push(line.into());
+    }
+
     pub fn finish(mut self) -> Report {
         self.loadavg_end = crate::server::loadavg();
         self
@@ -96,8 +107,8 @@ impl Report {
     /// The human-readable table.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "== {} (loadavg {} → {})\n",
-            self.scenario, self.loadavg_start, self.loadavg_end
+            "== {} [{}] (loadavg {} → {})\n",
+            self.scenario, self.profile, self.loadavg_start, self.loadavg_end
         );
         for f in &self.figures {
             let verdict = match (f.target, f.met) {
@@ -112,6 +123,9 @@ impl Report {
                 f.unit,
                 verdict
             ));
+        }
+        for n in &self.notes {
+            out.push_str(&format!("  · {n}\n"));
         }
         out
     }

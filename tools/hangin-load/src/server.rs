@@ -19,6 +19,10 @@ struct LogState {
     otp: HashMap<String, String>,
     warnings: usize,
     slow_disconnects: usize,
+    /// The slow-disk shim announced its first delayed flush.
+    slowfs_active: bool,
+    /// The shim's count at exit.
+    slowfs_flushes: Option<u64>,
     tail: VecDeque<String>,
 }
 
@@ -47,6 +51,8 @@ pub struct Server {
     /// spawn → the "listening on" log line.
     pub listening_after: Option<Duration>,
     log: Arc<Mutex<LogState>>,
+    /// Reads the server's stderr until EOF (joined on stop, so the exit lines are in).
+    log_thread: Option<std::thread::JoinHandle<()>>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -162,6 +168,9 @@ impl Server {
             .env("HANGIN_DATA_DIR", &data_dir)
             .env("HANGIN_MDNS__ENABLED", "false")
             .env("HANGIN_LOG_LEVEL", "info")
+            // Thousands of clients from one loopback address are the point here.
+            .env("HANGIN_LIMITS__MAX_CONNECTIONS", "0")
+            .env("HANGIN_LIMITS__MAX_CONNECTIONS_PER_ADDRESS", "0")
             .env("NOTIFY_SOCKET", &sock_path)
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -187,12 +196,14 @@ impl Server {
             .with_context(|| format!("starting {}", launch.bin.display()))?;
         let log = Arc::new(Mutex::new(LogState::default()));
         let listening_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
-        {
+        let log_thread = {
             let stderr = child.stderr.take().expect("stderr is piped");
             let log = log.clone();
             let listening_at = listening_at.clone();
-            std::thread::spawn(move || read_log(stderr, log, listening_at));
-        }
+            Some(std::thread::spawn(move || {
+                read_log(stderr, log, listening_at)
+            }))
+        };
         let mut ready_after = None;
         let mut buf = [0u8; 512];
         let deadline = spawned + Duration::from_secs(60);
@@ -236,6 +247,7 @@ impl Server {
             ready_after,
             listening_after,
             log,
+            log_thread,
             _tmp: tmp,
         })
     }
@@ -269,6 +281,7 @@ impl Server {
             ready_after: None,
             listening_after: None,
             log,
+            log_thread: None,
             _tmp: None,
         }
     }
@@ -287,6 +300,13 @@ impl Server {
     /// Peak resident memory (VmHWM) in KiB.
     pub fn hwm_kib(&self) -> Option<u64> {
         proc_status(self.pid?, "VmHWM:")
+    }
+
+    /// The CPUs the server may run on (`Cpus_allowed_list`, e.g. `0` when pinned).
+    pub fn cpus_allowed(&self) -> Option<String> {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid?)).ok()?;
+        let line = text.lines().find(|l| l.starts_with("Cpus_allowed_list:"))?;
+        Some(line.split_whitespace().nth(1)?.to_string())
     }
 
     pub fn threads(&self) -> Option<u64> {
@@ -318,6 +338,17 @@ impl Server {
         (l.warnings, l.slow_disconnects)
     }
 
+    /// Slow-disk shim: (a flush was delayed, the shim's count of delayed flushes at exit).
+    pub fn slowfs(&self) -> (bool, Option<u64>) {
+        let l = self.log.lock().unwrap();
+        (l.slowfs_active, l.slowfs_flushes)
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn addr(&self) -> &str {
+        self.http.trim_start_matches("http://")
+    }
+
     pub fn log_tail(&self) -> Vec<String> {
         self.log.lock().unwrap().tail.iter().cloned().collect()
     }
@@ -334,9 +365,12 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if child.try_wait()?.is_some() {
+                if let Some(t) = self.log_thread.take() {
+                    let _ = t.join();
+                }
                 return Ok(());
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         }
         child.kill()?;
         child.wait()?;
@@ -379,6 +413,15 @@ fn note_line(log: &Mutex<LogState>, line: String) {
         if let Some((number, code)) = rest.split_once(": ") {
             l.otp.insert(number.to_string(), code.trim().to_string());
         }
+    }
+    if line.starts_with("hangin-load slowfs: first flush") {
+        l.slowfs_active = true;
+    }
+    if let Some(n) = line
+        .strip_prefix("hangin-load slowfs: ")
+        .and_then(|r| r.strip_suffix(" flushes delayed"))
+    {
+        l.slowfs_flushes = n.parse().ok();
     }
     if line.contains(" WARN ") || line.contains(" ERROR ") {
         l.warnings += 1;
