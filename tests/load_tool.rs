@@ -170,6 +170,7 @@ async fn lockhog_times_unrelated_subscribes_while_the_hog_works() {
             subs_per_socket: 5,
             users: 6,
             pause: Duration::from_millis(50),
+            precreate: Duration::from_millis(500),
             duration: Duration::from_secs(2),
         },
     )

@@ -31,6 +31,9 @@ pub struct LockhogArgs {
     /// Unrelated users, each subscribing, unsubscribing and pausing in a loop.
     pub users: usize,
     pub pause: Duration,
+    /// The hog creates chats alone for this long first (issue 11's hog had 20,000 chats before
+    /// its subscriptions hurt), then goes on creating during the measured window.
+    pub precreate: Duration,
     /// The measured window.
     pub duration: Duration,
 }
@@ -76,17 +79,44 @@ pub async fn lockhog(ctx: &Ctx, a: &LockhogArgs) -> anyhow::Result<Report> {
         a.users,
         a.duration
     );
-    let cpu0 = srv.cpu_seconds();
-    let t0 = Instant::now();
-    let deadline = tokio::time::Instant::now() + a.duration;
     let created = Arc::new(AtomicU64::new(0));
-    let creating = tokio::spawn(create_chats(
+    let (creator, pre) = create_chats(
         creator,
         a.chats,
         a.window.max(1),
-        deadline,
+        tokio::time::Instant::now() + a.precreate,
         created.clone(),
-    ));
+    )
+    .await?;
+    progress!(
+        "lockhog: the hog created {} chats alone in {:.1} s{}",
+        pre.created,
+        pre.secs,
+        if pre.refused > 0 {
+            " (then refused)"
+        } else {
+            ""
+        }
+    );
+    let cpu0 = srv.cpu_seconds();
+    let t0 = Instant::now();
+    let deadline = tokio::time::Instant::now() + a.duration;
+    let more = if pre.refused > 0 {
+        0
+    } else {
+        a.chats - pre.created as usize
+    };
+    let window = a.window.max(1);
+    let creating = tokio::spawn({
+        let created = created.clone();
+        async move {
+            let (mut ws, c) = create_chats(creator, more, window, deadline, created).await?;
+            // Keep the hog online (its chats live) until the window ends.
+            tokio::time::sleep_until(deadline).await;
+            let _ = ws.close(None).await;
+            anyhow::Ok(c)
+        }
+    });
     let hogs: Vec<_> = hog_socks
         .into_iter()
         .enumerate()
@@ -150,7 +180,14 @@ pub async fn lockhog(ctx: &Ctx, a: &LockhogArgs) -> anyhow::Result<Report> {
             }
         }
     }
-    let creation = creating.await??;
+    let during = creating.await??;
+    let chats_before = pre.created;
+    let creation = Creation {
+        created: pre.created + during.created,
+        refused: pre.refused + during.refused,
+        first_refusal: pre.first_refusal.or(during.first_refusal),
+        secs: pre.secs + during.secs,
+    };
     ticker.abort();
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = match (cpu0, srv.cpu_seconds()) {
@@ -205,6 +242,13 @@ pub async fn lockhog(ctx: &Ctx, a: &LockhogArgs) -> anyhow::Result<Report> {
         None,
     );
     report.figure(
+        "lockhog_hog_chats_before",
+        "of them before the measured window",
+        chats_before as f64,
+        "",
+        None,
+    );
+    report.figure(
         "lockhog_hog_refused",
         "createChat refused (error payload)",
         creation.refused as f64,
@@ -243,6 +287,7 @@ pub async fn lockhog(ctx: &Ctx, a: &LockhogArgs) -> anyhow::Result<Report> {
         "args",
         json!({"chats": a.chats, "window": a.window, "hog_sockets": a.hog_sockets,
                "subs_per_socket": a.subs_per_socket, "users": a.users,
+               "precreate_s": a.precreate.as_secs_f64(),
                "pause_ms": a.pause.as_millis() as u64, "duration_s": a.duration.as_secs_f64()}),
     );
     Ok(report.finish())
@@ -263,7 +308,7 @@ async fn create_chats(
     window: usize,
     deadline: tokio::time::Instant,
     created: Arc<AtomicU64>,
-) -> anyhow::Result<Creation> {
+) -> anyhow::Result<(Ws, Creation)> {
     let t0 = Instant::now();
     let mut sent = 0usize;
     let mut answered = 0usize;
@@ -309,10 +354,7 @@ async fn create_chats(
         }
     }
     out.secs = (last_answer - t0).as_secs_f64();
-    // Keep the hog online (its chats live) until the window ends.
-    tokio::time::sleep_until(deadline).await;
-    let _ = ws.close(None).await;
-    Ok(out)
+    Ok((ws, out))
 }
 
 struct HogSubs {

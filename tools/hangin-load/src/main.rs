@@ -144,6 +144,9 @@ enum Scenario {
         /// Milliseconds between one unrelated user's subscribes.
         #[arg(long, default_value_t = 200)]
         pause_ms: u64,
+        /// Seconds the hog creates chats alone before the measured window.
+        #[arg(long, default_value_t = 5.0)]
+        precreate: f64,
         /// Seconds measured.
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
@@ -381,6 +384,7 @@ async fn run(ctx: &Ctx, scenario: Scenario) -> anyhow::Result<Vec<Report>> {
             subs_per_socket,
             users,
             pause_ms,
+            precreate,
             duration,
         } => vec![
             lockhog::lockhog(
@@ -392,6 +396,7 @@ async fn run(ctx: &Ctx, scenario: Scenario) -> anyhow::Result<Vec<Report>> {
                     subs_per_socket,
                     users,
                     pause: Duration::from_millis(pause_ms),
+                    precreate: Duration::from_secs_f64(precreate),
                     duration: Duration::from_secs_f64(duration),
                 },
             )

@@ -1190,9 +1190,14 @@ pub async fn all(ctx: &Ctx) -> anyhow::Result<Vec<Report>> {
         .prefix("hangin-load-all-")
         .tempdir()?;
     let mut reports = Vec::new();
-    let mut run = |r: Report| {
-        eprint!("{}", r.render());
-        reports.push(r);
+    // A failing scenario is reported and the run goes on: one fault (a full disk, a server
+    // error) should not cost the figures of the others.
+    let mut run = |r: anyhow::Result<Report>| match r {
+        Ok(r) => {
+            eprint!("{}", r.render());
+            reports.push(r);
+        }
+        Err(e) => progress!("scenario failed, going on: {e:#}"),
     };
     // Each scenario gets its own database and number range.
     let sub = |name: &str, numbers: u64| Ctx {
@@ -1209,7 +1214,7 @@ pub async fn all(ctx: &Ctx) -> anyhow::Result<Vec<Report>> {
             hold: Duration::from_secs(10),
         },
     )
-    .await?);
+    .await);
     run(fanout(
         &sub("fanout", 0),
         &FanoutArgs {
@@ -1220,7 +1225,7 @@ pub async fn all(ctx: &Ctx) -> anyhow::Result<Vec<Report>> {
             padding: 100,
         },
     )
-    .await?);
+    .await);
     let storm_ctx = sub("storm", 0);
     run(storm(
         &storm_ctx,
@@ -1233,7 +1238,7 @@ pub async fn all(ctx: &Ctx) -> anyhow::Result<Vec<Report>> {
             padding: 50,
         },
     )
-    .await?);
+    .await);
     run(login(
         &sub("login", 0),
         &LoginArgs {
@@ -1241,7 +1246,7 @@ pub async fn all(ctx: &Ctx) -> anyhow::Result<Vec<Report>> {
             concurrency: 16,
         },
     )
-    .await?);
+    .await);
     run(ready(
         &storm_ctx,
         &ReadyArgs {
@@ -1250,7 +1255,7 @@ pub async fn all(ctx: &Ctx) -> anyhow::Result<Vec<Report>> {
             settle: Duration::from_secs(2),
         },
     )
-    .await?);
+    .await);
     run(crate::lockhog::lockhog(
         &sub("lockhog", 0),
         &crate::lockhog::LockhogArgs {
@@ -1260,10 +1265,11 @@ pub async fn all(ctx: &Ctx) -> anyhow::Result<Vec<Report>> {
             subs_per_socket: 50,
             users: 100,
             pause: Duration::from_millis(200),
+            precreate: Duration::from_secs(5),
             duration: Duration::from_secs(10),
         },
     )
-    .await?);
+    .await);
     run(crate::joinstorm::joinstorm(
         &sub("joinstorm", 0),
         &crate::joinstorm::JoinstormArgs {
@@ -1273,7 +1279,7 @@ pub async fn all(ctx: &Ctx) -> anyhow::Result<Vec<Report>> {
             timeout: Duration::from_secs(120),
         },
     )
-    .await?);
+    .await);
     run(crate::reconnect::reconnect(
         &sub("reconnect", 0),
         &crate::reconnect::ReconnectArgs {
@@ -1283,6 +1289,6 @@ pub async fn all(ctx: &Ctx) -> anyhow::Result<Vec<Report>> {
             timeout: Duration::from_secs(60),
         },
     )
-    .await?);
+    .await);
     Ok(reports)
 }
