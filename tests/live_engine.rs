@@ -42,9 +42,7 @@ async fn a_graceful_restart_keeps_live_chats() {
     s.befriend(&a, &b).await;
     let mut ca = s.online(&a).await;
     let mut cb = s.online(&b).await;
-    ca.perform(CHATS, "createChat", json!({"name": "Kept"}))
-        .await;
-    let id = ca.event("own_chat").await["id"].as_i64().unwrap();
+    let id = ca.create_chat("Kept").await;
     let ident = chat_ident(id);
     cb.event("chat").await;
     cb.subscribe(&ident).await;
@@ -103,9 +101,7 @@ async fn simultaneous_speakers_and_a_mid_join_see_one_order() {
     let mut ca = s.online(&a).await;
     let mut cb = s.online(&b).await;
     let mut cc = s.online(&c).await;
-    ca.perform(CHATS, "createChat", json!({"name": "Race"}))
-        .await;
-    let id = ca.event("own_chat").await["id"].as_i64().unwrap();
+    let id = ca.create_chat("Race").await;
     let ident = chat_ident(id);
     ca.subscribe(&ident).await;
     cb.subscribe(&ident).await;
@@ -172,9 +168,7 @@ async fn a_newly_visible_chat_arrives_as_chat() {
     assert_eq!(ca.event("contact_online").await["uuid"], b.uuid);
     let mut cf = s.online(&f).await;
     assert_eq!(cb.event("contact_online").await["uuid"], f.uuid);
-    ca.perform(CHATS, "createChat", json!({"name": "Open"}))
-        .await;
-    let id = ca.event("own_chat").await["id"].as_i64().unwrap();
+    let id = ca.create_chat("Open").await;
     cb.event("chat").await;
     cf.assert_quiet(QUIET).await;
     cb.subscribe(&chat_ident(id)).await;
@@ -199,9 +193,7 @@ async fn contacts_change_live() {
     s.add_friends(&a, &[&b]).await; // one way only: not contacts yet
     let mut ca = s.online(&a).await;
     let mut cb = s.online(&b).await;
-    cb.perform(CHATS, "createChat", json!({"name": "B's"}))
-        .await;
-    let id = cb.event("own_chat").await["id"].as_i64().unwrap();
+    let id = cb.create_chat("B's").await;
     ca.assert_quiet(QUIET).await;
 
     s.add_friends(&b, &[&a]).await; // now mutual
@@ -223,9 +215,7 @@ async fn speaking_into_an_ended_chat_is_refused_and_stores_nothing() {
     let a = s.sign_up("Ann", "Able").await;
     let mut ca = s.cable(&a).await;
     ca.subscribe(CHATS).await;
-    ca.perform(CHATS, "createChat", json!({"name": "Short"}))
-        .await;
-    let id = ca.event("own_chat").await["id"].as_i64().unwrap();
+    let id = ca.create_chat("Short").await;
     let ident = chat_ident(id);
     ca.subscribe(&ident).await;
     // A's only ChatsChannel subscription goes: A is offline, the chat ends; the ChatChannel
@@ -260,9 +250,7 @@ async fn rejoining_changes_nothing_and_tells_nobody() {
     let mut ca = s.online(&a).await;
     let mut cb = s.online(&b).await;
     assert_eq!(ca.event("contact_online").await["uuid"], b.uuid);
-    ca.perform(CHATS, "createChat", json!({"name": "Once"}))
-        .await;
-    let id = ca.event("own_chat").await["id"].as_i64().unwrap();
+    let id = ca.create_chat("Once").await;
     cb.event("chat").await;
     let mut joiner = s.cable(&a).await;
     for i in 0..60 {

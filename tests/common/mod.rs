@@ -615,6 +615,13 @@ impl Cable {
         self.payload(CHATS, key).await
     }
 
+    /// `createChat` on this ChatsChannel subscription: the new chat's id from `own_chat`.
+    pub async fn create_chat(&mut self, name: &str) -> i64 {
+        self.perform(CHATS, "createChat", json!({ "name": name }))
+            .await;
+        self.event("own_chat").await["id"].as_i64().unwrap()
+    }
+
     /// Assert nothing but pings arrives within `wait`.
     pub async fn assert_quiet(&mut self, wait: Duration) {
         let frames = self.drain(wait).await;
