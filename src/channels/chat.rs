@@ -180,15 +180,16 @@ impl Engine {
             .db
             .write_then(
                 move |c| {
-                    if !db::chats::is_live(c, chat)? {
+                    // One read of the chat row: it must be live, and its name titles pushes.
+                    let Some(chat_name) = db::chats::by_id(c, chat)?
+                        .filter(|c| c.ended_at.is_none())
+                        .map(|c| c.name)
+                    else {
                         return Ok(None);
-                    }
+                    };
                     let Some(me) = db::users::by_id(c, user)? else {
                         return Ok(None);
                     };
-                    let chat_name = db::chats::by_id(c, chat)?
-                        .map(|c| c.name)
-                        .unwrap_or_default();
                     db::chats::insert_message(
                         c,
                         chat,

@@ -110,13 +110,6 @@ pub fn end(conn: &Connection, chat: ChatId, now: i64) -> DbResult<bool> {
         == 1)
 }
 
-/// Is the chat there and not ended?
-pub fn is_live(conn: &Connection, chat: ChatId) -> DbResult<bool> {
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM chats WHERE id = ?1 AND ended_at IS NULL")?
-        .exists([chat.0])?)
-}
-
 /// Members other than `speaker` with an open background window and a device token, in member
 /// order: (uuid, device token). One query, as it runs for every message.
 pub fn background_push_targets(
