@@ -1,6 +1,8 @@
 //! Facts about the machine that TLS and mDNS both need: its host name and its addresses.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::config::Config;
 
 /// The kernel's host name (`gethostname`), e.g. `raspberrypi`; "hangin" if it cannot be read.
 pub fn host_name() -> String {
@@ -44,6 +46,37 @@ pub fn interface_addrs() -> Vec<InterfaceAddr> {
             Vec::new()
         }
     }
+}
+
+/// The one base of absolute URLs in everything the server sends to users other than the
+/// requester (cable frames above all): `public_url` when set, else derived at start from the
+/// bound listeners — never from any request's `Host`.
+///
+/// Derivation: the plain listener if there is one (`http`), else the TLS one (`https`); its
+/// address when it is a specific one, `<host name>.local` (the name mDNS announces) when it is
+/// the unspecified address `0.0.0.0` / `::`; the bound port. Pass the bound addresses (so port 0
+/// becomes the real port); `None` falls back to the configured ones.
+pub fn public_base(config: &Config, http: Option<SocketAddr>, tls: Option<SocketAddr>) -> String {
+    if !config.public_url.is_empty() {
+        return config.public_url.trim_end_matches('/').to_string();
+    }
+    let (scheme, addr) = match (
+        http.or_else(|| config.listen_addr()),
+        tls.or_else(|| config.tls_addr()),
+    ) {
+        (Some(a), _) => ("http", a),
+        (None, Some(a)) => ("https", a),
+        (None, None) => return "http://localhost".into(),
+    };
+    let host = if addr.ip().is_unspecified() {
+        format!("{}.local", host_name())
+    } else {
+        match addr.ip() {
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        }
+    };
+    format!("{scheme}://{host}:{}", addr.port())
 }
 
 #[cfg(test)]

@@ -108,8 +108,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             eprintln!("configuration OK");
         }
         Command::Otp(OtpCommand::Send { number }) => {
-            let numbers = hangin::people::numbers::Numbers::from_config(&config.numbers)
-                .map_err(anyhow::Error::msg)?;
+            let numbers = hangin::people::numbers::Numbers::new(
+                &config.numbers.default_region,
+                &config.numbers.allowed_regions,
+            )
+            .map_err(anyhow::Error::msg)?;
             let Some(e164) = numbers.parse(&number) else {
                 anyhow::bail!("{number:?} is not a phone number under [numbers] default_region");
             };
@@ -121,7 +124,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 number: number.clone(),
                 e164,
                 code,
-                expires_at: db::now_ms() / 1000 + config.auth.otp_ttl_seconds as i64,
+                expires_at: hangin::clock::system_now_ms() / 1000
+                    + config.auth.otp_ttl_seconds as i64,
             };
             match sender.send(&message).await {
                 Ok(()) => println!(

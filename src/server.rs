@@ -22,8 +22,9 @@ use crate::config::{Config, OtpDriverKind};
 use crate::db::{self, Db};
 use crate::discovery::{self, Listener};
 use crate::drivers;
-use crate::http::{self, client_ip, client_ip::Cidr, client_ip::Peer, conn};
+use crate::http::{self, conn};
 use crate::hub::Hub;
+use crate::net::{Cidr, Peer};
 use crate::state::AppState;
 
 /// A started server: its bound addresses and the handle to stop it.
@@ -103,7 +104,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let http_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let tls_addr = tls_listener.as_ref().map(|l| l.local_addr()).transpose()?;
-    let public_base: Arc<str> = client_ip::public_base(&config, http_addr, tls_addr).into();
+    let public_base: Arc<str> = crate::host::public_base(&config, http_addr, tls_addr).into();
     log::info!(
         "absolute URLs (pictures) in what users receive start with {public_base}{}",
         if config.public_url.is_empty() {
@@ -206,7 +207,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .await
             .with_context(|| format!("cannot listen on {addr} for metrics"))?;
         log::info!("metrics at http://{}/metrics", listener.local_addr()?);
-        tokio::spawn(crate::metrics::serve(listener, state.clone()));
+        let live = state.clone();
+        let figures = move || crate::metrics::Figures {
+            connections: live.hub.connection_count(),
+            online_users: live.engine.online_count(),
+            live_chats: live.engine.live_chat_count(),
+            deliveries: live
+                .hub
+                .deliveries
+                .load(std::sync::atomic::Ordering::Relaxed),
+        };
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            state.shutdown.clone(),
+            figures,
+        ));
     }
 
     let advertisement = advertise(&config, &db, http_addr, tls_addr).await;
@@ -399,7 +414,7 @@ fn spawn_otp_purge(db: Db, shutdown: CancellationToken) {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {
                     // Keep a day of codes for the rate limits; older ones serve nothing.
-                    let before = db::now_ms() - 24 * 3600 * 1000;
+                    let before = db.now_ms() - 24 * 3600 * 1000;
                     if let Err(e) = db.write(move |c| db::otp::purge_before(c, before)).await {
                         log::warn!("purging old OTP codes failed: {e}");
                     }
@@ -468,14 +483,16 @@ pub async fn accept_loop(
         set_dead_peer_timeout(&stream, dead_peer);
         let watcher = graceful.watcher();
         match &tls {
-            Some(acceptor) => crate::tls::spawn_handshake(
-                acceptor.clone(),
-                stream,
-                peer_addr,
-                router.clone(),
-                watcher,
-                (guard, admission.clone()),
-            ),
+            Some(acceptor) => {
+                let (router, admission) = (router.clone(), admission.clone());
+                crate::tls::spawn_handshake(acceptor.clone(), stream, peer_addr, move |tls| {
+                    let peer = Peer {
+                        addr: peer_addr,
+                        tls: true,
+                    };
+                    serve_connection(tls, peer, router, watcher, guard, &admission);
+                })
+            }
             None => {
                 let peer = Peer {
                     addr: peer_addr,

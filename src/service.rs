@@ -58,7 +58,7 @@ impl log::Log for StderrLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let now = crate::wire::iso_ms(crate::db::now_ms());
+        let now = crate::wire::iso_ms(crate::clock::system_now_ms());
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "{now} {:5} {}", record.level(), record.args());
     }

@@ -9,18 +9,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use hyper_util::server::graceful::Watcher;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
-use crate::http::client_ip::Peer;
-use crate::http::conn::{Admission, ConnGuard};
 
 /// A client that has not finished its handshake by then is dropped (and cannot pin a task).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -88,23 +85,16 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// Handshake in its own task (a slow client never holds up `accept`), then serve the router.
-/// The connection's slot (`admitted`) is held from accept on, through the handshake.
-pub fn spawn_handshake(
-    acceptor: TlsAcceptor,
-    stream: TcpStream,
-    addr: SocketAddr,
-    router: Router,
-    watcher: Watcher,
-    admitted: (ConnGuard, Arc<Admission>),
-) {
+/// Handshake in its own task (a slow client never holds up `accept`), then hand the encrypted
+/// stream to `serve`. Whatever `serve` captures (the connection's slot above all) is held from
+/// accept on, through the handshake, and dropped if the handshake fails.
+pub fn spawn_handshake<F>(acceptor: TlsAcceptor, stream: TcpStream, addr: SocketAddr, serve: F)
+where
+    F: FnOnce(TlsStream<TcpStream>) + Send + 'static,
+{
     tokio::spawn(async move {
-        let (guard, admission) = admitted;
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => {
-                let peer = Peer { addr, tls: true };
-                crate::server::serve_connection(tls, peer, router, watcher, guard, &admission);
-            }
+            Ok(Ok(tls)) => serve(tls),
             // Clients that do not trust a self-signed certificate end here on every try: debug.
             Ok(Err(e)) => log::debug!("TLS handshake with {addr} failed: {e}"),
             Err(_) => log::debug!("TLS handshake with {addr} timed out"),
@@ -151,9 +141,13 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    let digest = Sha256::digest(cert.as_ref());
-    let hex: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
-    hex.join(":")
+    let hex = crate::secret::hex(&Sha256::digest(cert.as_ref())).to_ascii_uppercase();
+    let pairs: Vec<_> = hex
+        .as_bytes()
+        .chunks(2)
+        .map(String::from_utf8_lossy)
+        .collect();
+    pairs.join(":")
 }
 
 /// Paths of the generated pair inside the data directory.

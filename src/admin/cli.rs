@@ -367,5 +367,9 @@ pub fn start_control(
 
 /// The `[numbers]` rules of this configuration (validated when it was loaded).
 fn numbers(config: &Config) -> anyhow::Result<crate::people::numbers::Numbers> {
-    crate::people::numbers::Numbers::from_config(&config.numbers).map_err(anyhow::Error::msg)
+    crate::people::numbers::Numbers::new(
+        &config.numbers.default_region,
+        &config.numbers.allowed_regions,
+    )
+    .map_err(anyhow::Error::msg)
 }

@@ -233,7 +233,8 @@ impl Admin {
 
     fn view(&self, s: UserSummary, background_until: Option<i64>) -> UserView {
         let connections = self.connections(s.id);
-        let in_window = self.live.is_some() && background_until.is_some_and(|t| t > db::now_ms());
+        let in_window =
+            self.live.is_some() && background_until.is_some_and(|t| t > self.db.now_ms());
         UserView {
             online: connections.unwrap_or(0) > 0 || in_window,
             connections,
@@ -319,10 +320,11 @@ impl Admin {
         let target = self.resolve(who).await?;
         let number = target.number.clone();
         let user = target.user.as_ref().map(|u| u.id);
+        let clock = self.db.clock().clone();
         let (newly, revoked) = self
             .db
             .write(move |c| {
-                let now = db::now_ms();
+                let now = clock.now_ms();
                 let newly = repo::ban(c, &number, now)?;
                 repo::delete_codes(c, &number)?;
                 let revoked = match user {
@@ -363,10 +365,8 @@ impl Admin {
     async fn sign_out(&self, who: &str) -> AdminResult<serde_json::Value> {
         let user = self.resolve_user(who).await?;
         let id = user.id;
-        let revoked = self
-            .db
-            .write(move |c| repo::sign_out(c, id, db::now_ms()))
-            .await?;
+        let now = self.db.now_ms();
+        let revoked = self.db.write(move |c| repo::sign_out(c, id, now)).await?;
         let closed = self.take_offline(id).await?;
         log::info!(
             "admin: signed user {} out ({revoked} token(s) revoked, {closed} connection(s) closed)",
@@ -383,9 +383,8 @@ impl Admin {
         let user = self.resolve_user(who).await?;
         let id = user.id;
         // Revoke first, so nothing reconnects while the connections close.
-        self.db
-            .write(move |c| repo::sign_out(c, id, db::now_ms()))
-            .await?;
+        let now = self.db.now_ms();
+        self.db.write(move |c| repo::sign_out(c, id, now)).await?;
         let closed = self.take_offline(id).await?;
         let deleted: Deleted = self.db.write(move |c| repo::delete_user(c, id)).await?;
         if let Some(key) = &deleted.picture_key {
@@ -411,7 +410,7 @@ impl Admin {
     }
 
     pub async fn status(&self) -> AdminResult<Status> {
-        let since = local_midnight_ms(db::now_ms());
+        let since = local_midnight_ms(self.db.now_ms());
         let figures: DbFigures = self.db.read(move |c| repo::figures(c, since)).await?;
         let path = self.db.path().to_path_buf();
         let mut status = Status {

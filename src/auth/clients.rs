@@ -6,18 +6,14 @@ use std::path::Path;
 use rusqlite::Connection;
 use serde::Serialize;
 
-use super::tokens::{new_secret, sha256};
 use crate::db::{self, DbResult};
+use crate::secret::{hex, new_secret, sha256};
 
 #[derive(Debug, Serialize)]
 pub struct NewClient {
     pub name: String,
     pub client_id: String,
     pub client_secret: String,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn create(conn: &Connection, name: &str) -> DbResult<NewClient> {

@@ -28,7 +28,7 @@ impl DbError {
             | DbError::Migration(rusqlite_migration::Error::RusqliteError { err: e, .. }) => {
                 sqlite_is_storage_fault(e)
             }
-            DbError::WriterGone => true,
+            DbError::WriterGone | DbError::QueueFull => true,
             DbError::Io(e) => io_is_storage_fault(e),
             _ => false,
         }

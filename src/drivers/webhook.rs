@@ -110,7 +110,7 @@ impl WebhookEndpoint {
 
     /// One POST; on failure the reason and whether another try may help.
     async fn try_once(&self, id: &str, body: &[u8]) -> Result<(), (String, bool)> {
-        let timestamp = crate::db::now_ms() / 1000;
+        let timestamp = crate::clock::system_now_ms() / 1000;
         let mut headers = self.headers.clone();
         let signed = [
             ("webhook-id", id.to_string()),

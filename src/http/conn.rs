@@ -24,8 +24,8 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::client_ip::Cidr;
 use crate::config::LimitsConfig;
+use crate::net::Cidr;
 
 /// Refused connections kept open at once while their 503 is read.
 const LINGER_MAX: usize = 32;

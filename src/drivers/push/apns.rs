@@ -212,7 +212,7 @@ impl JwtSigner {
                 return token.clone();
             }
         }
-        let token = self.sign(crate::db::now_ms() / 1000);
+        let token = self.sign(crate::clock::system_now_ms() / 1000);
         *cached = Some((token.clone(), Instant::now()));
         token
     }
