@@ -6,15 +6,9 @@ use crate::config::Config;
 
 /// The kernel's host name (`gethostname`), e.g. `raspberrypi`; "hangin" if it cannot be read.
 pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its whole length; gethostname NUL-terminates within it
-    // (or truncates, which the `position` below tolerates).
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "hangin".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..end]);
+    // glibc's gethostname reads the same field of uname(2).
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy();
     // A fully qualified name ("pi.example.org") is used by its first label on the LAN.
     let label = name.split('.').next().unwrap_or("").trim();
     if label.is_empty() {

@@ -1,3 +1,6 @@
+// Every system call goes through a safe wrapper; Cargo.toml [lints].
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -144,7 +147,6 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
 
 async fn loadtest_users(args: LoadtestUsersArgs, config: &Config) -> anyhow::Result<()> {
     use hangin::loadtest::{MintSpec, Topology};
-    use std::io::Write;
     let spec = MintSpec {
         count: args.count,
         group: args.group,
@@ -167,14 +169,11 @@ async fn loadtest_users(args: LoadtestUsersArgs, config: &Config) -> anyhow::Res
     if args.out.as_os_str() == "-" {
         println!("{text}");
     } else {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&args.out)?;
-        file.write_all(text.as_bytes())?;
+        hangin::private_file::write(
+            &args.out,
+            text.as_bytes(),
+            hangin::private_file::Existing::Replace,
+        )?;
         eprintln!(
             "minted {} users into {}; tokens in {}",
             minted.users.len(),

@@ -341,9 +341,7 @@ pub fn otp_driver(config: &Config) -> &'static str {
 pub fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).ok().filter(|p| *p > 0).unwrap_or(4096))
+    Some(pages * rustix::param::page_size() as u64)
 }
 
 /// What exists anyway and is read at scrape time, from the hub and the engine.

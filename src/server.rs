@@ -26,6 +26,7 @@ use crate::http::{self, conn};
 use crate::hub::Hub;
 use crate::net::{Cidr, Peer};
 use crate::state::AppState;
+use crate::tasks::Tasks;
 
 /// A started server: its bound addresses and the handle to stop it.
 pub struct Running {
@@ -114,9 +115,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     );
 
+    // Every background task from here on runs under `tasks`, stopped and awaited before the
+    // database closes.
+    let mut tasks = Tasks::new(CancellationToken::new());
     let otp_sender = drivers::otp::from_config(&config)?;
     let pusher = drivers::push::from_config(&config)?;
-    let push = drivers::push::PushQueue::start(pusher, db.clone(), config.push.queue);
+    let (push, push_worker) = drivers::push::PushQueue::new(
+        pusher,
+        db.clone(),
+        config.push.queue,
+        tasks.shutdown().clone(),
+    );
+    tasks.spawn("push delivery", push_worker);
     let hub = Arc::new(Hub::new());
     let engine = Engine::start(db.clone(), hub.clone(), push.clone(), &config)
         .await
@@ -146,26 +156,32 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         trusted_proxies: trusted_proxies.clone(),
         public_base,
         write_probe: Default::default(),
-        shutdown: CancellationToken::new(),
+        shutdown: tasks.shutdown().clone(),
     };
     let router = http::router(state.clone());
     crate::metrics::set_driver_names(&config);
-    crate::admin::cli::start_control(control, state.clone(), std::time::Instant::now());
+    tasks.spawn(
+        "control socket",
+        crate::admin::cli::control_server(control, state.clone(), std::time::Instant::now()),
+    );
     let admission = conn::Admission::new(policy, trusted_proxies);
 
     let fatal: Arc<parking_lot::Mutex<Option<String>>> = Default::default();
     {
         let fatal = fatal.clone();
         let shutdown = state.shutdown.clone();
-        db::health::watch_file(
-            config.db_path(),
-            db_id,
-            state.shutdown.clone(),
-            move |why| {
-                log::error!("{why}");
-                *fatal.lock() = Some(why);
-                shutdown.cancel();
-            },
+        tasks.spawn(
+            "database file watch",
+            db::health::watch_file(
+                config.db_path(),
+                db_id,
+                state.shutdown.clone(),
+                move |why| {
+                    log::error!("{why}");
+                    *fatal.lock() = Some(why);
+                    shutdown.cancel();
+                },
+            ),
         );
     }
 
@@ -174,17 +190,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None => None,
     };
 
-    let mut accept_tasks = Vec::new();
     if let (Some(listener), Some(bound)) = (http_listener, http_addr) {
         log::info!("listening on http://{bound} (websocket at ws://{bound}/cable)");
-        accept_tasks.push(tokio::spawn(accept_loop(
-            listener,
-            router.clone(),
-            None,
-            admission.clone(),
-            dead_peer_timeout(&config),
-            state.shutdown.clone(),
-        )));
+        tasks.spawn(
+            "http listener",
+            accept_loop(
+                listener,
+                router.clone(),
+                None,
+                admission.clone(),
+                dead_peer_timeout(&config),
+                state.shutdown.clone(),
+            ),
+        );
     }
     if let (Some(listener), Some(bound), Some(identity)) = (tls_listener, tls_addr, tls_identity) {
         log::info!(
@@ -192,14 +210,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             identity.cert_path.display(),
             identity.fingerprint
         );
-        accept_tasks.push(tokio::spawn(accept_loop(
-            listener,
-            router.clone(),
-            Some(identity.acceptor),
-            admission.clone(),
-            dead_peer_timeout(&config),
-            state.shutdown.clone(),
-        )));
+        tasks.spawn(
+            "tls listener",
+            accept_loop(
+                listener,
+                router.clone(),
+                Some(identity.acceptor),
+                admission.clone(),
+                dead_peer_timeout(&config),
+                state.shutdown.clone(),
+            ),
+        );
     }
 
     if let Some(addr) = config.metrics_addr() {
@@ -217,17 +238,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .deliveries
                 .load(std::sync::atomic::Ordering::Relaxed),
         };
-        tokio::spawn(crate::metrics::serve(
-            listener,
-            state.shutdown.clone(),
-            figures,
-        ));
+        tasks.spawn(
+            "metrics listener",
+            crate::metrics::serve(listener, state.shutdown.clone(), figures),
+        );
     }
 
     let advertisement = advertise(&config, &db, http_addr, tls_addr).await;
 
-    engine.spawn_sweeper(state.shutdown.clone());
-    spawn_otp_purge(db.clone(), state.shutdown.clone());
+    tasks.adopt(
+        "background sweeper",
+        engine.spawn_sweeper(state.shutdown.clone()),
+    );
+    tasks.spawn(
+        "OTP purge",
+        purge_otp_codes(db.clone(), state.shutdown.clone()),
+    );
     let serving: Vec<String> = [
         http_addr.map(|a| format!("http://{a}")),
         tls_addr.map(|a| format!("https://{a}")),
@@ -236,7 +262,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     .flatten()
     .collect();
     crate::service::notify_ready(&format!("serving {}", serving.join(" and ")));
-    crate::service::spawn_watchdog(db.clone(), state.shutdown.clone());
+    if let Some(watchdog) = crate::service::watchdog(db.clone(), state.shutdown.clone()) {
+        tasks.spawn("systemd watchdog", watchdog);
+    }
 
     let done = {
         let state = state.clone();
@@ -262,9 +290,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             while state.hub.connection_count() > 0 && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            for task in accept_tasks {
-                let _ = task.await;
-            }
+            // The listeners drain their connections for up to 5 s; every other task stops at
+            // once. Only then may the database close.
+            tasks.stop(Duration::from_secs(10)).await;
             let db = state.db.clone();
             tokio::task::spawn_blocking(move || db.close()).await.ok();
             if let Some(why) = fatal.lock().take() {
@@ -406,8 +434,8 @@ async fn ensure_client(db: &Db, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn_otp_purge(db: Db, shutdown: CancellationToken) {
-    tokio::spawn(async move {
+async fn purge_otp_codes(db: Db, shutdown: CancellationToken) {
+    {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tokio::select! {
@@ -421,7 +449,7 @@ fn spawn_otp_purge(db: Db, shutdown: CancellationToken) {
                 }
             }
         }
-    });
+    }
 }
 
 /// `[cable] dead_peer_seconds` as a TCP_USER_TIMEOUT; `None` leaves the kernel's default.

@@ -3,7 +3,6 @@
 //! The certificate comes from PEM files (`tls.cert`, `tls.key`) or, with `tls.self_signed`, from
 //! a key and certificate generated on first start and kept in `<data_dir>/tls/`.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -256,22 +255,12 @@ fn subject_names(host: &str) -> Vec<String> {
 
 /// Write a file readable only by the service user, atomically (temp file + rename).
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| TlsError::Write {
-        path: path.into(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    file.write_all(bytes).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    crate::private_file::write(path, bytes, crate::private_file::Existing::Replace).map_err(
+        |source| TlsError::Write {
+            path: path.into(),
+            source,
+        },
+    )
 }
 
 /// `notAfter` of an X.509 certificate, read by walking its DER just far enough.

@@ -53,16 +53,17 @@ pub fn bind(data_dir: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serve admin requests until shutdown; the socket file is removed at the end.
-pub fn spawn(
+/// Serve admin requests until shutdown; the socket file is removed at the end, once every
+/// client's request has ended.
+pub async fn serve(
     listener: UnixListener,
     path: PathBuf,
     admin: Arc<Admin>,
     shutdown: CancellationToken,
 ) {
-    tokio::spawn(async move {
-        // SAFETY: geteuid has no preconditions.
-        let own_uid = unsafe { libc::geteuid() };
+    let mut clients = tokio::task::JoinSet::new();
+    {
+        let own_uid = rustix::process::geteuid().as_raw();
         loop {
             let stream = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -83,17 +84,20 @@ pub fn spawn(
                 log::warn!("control socket: refused a client of another user");
                 continue;
             }
+            // Reap the clients that are done, so the set holds only live ones.
+            while clients.try_join_next().is_some() {}
             let admin = admin.clone();
             let shutdown = shutdown.clone();
-            tokio::spawn(async move {
+            clients.spawn(async move {
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
                     _ = serve_client(stream, &admin) => {}
                 }
             });
         }
+        while clients.join_next().await.is_some() {}
         let _ = std::fs::remove_file(&path);
-    });
+    }
 }
 
 async fn serve_client(stream: UnixStream, admin: &Admin) {

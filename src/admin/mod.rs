@@ -453,14 +453,16 @@ pub fn database_bytes(path: &std::path::Path) -> u64 {
 
 /// The start of today in the server's local time zone, as Unix ms.
 fn local_midnight_ms(now_ms: i64) -> i64 {
-    let secs = (now_ms / 1000) as libc::time_t;
-    // SAFETY: localtime_r writes only into `tm`; a zeroed `tm` is a valid out-parameter.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    if unsafe { libc::localtime_r(&secs, &mut tm) }.is_null() {
+    let secs = now_ms / 1000;
+    // The `time` crate's reading of the system zone (localtime_r, as before, without `unsafe`).
+    let local = time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|now| Some(now.to_offset(time::UtcOffset::local_offset_at(now).ok()?)));
+    let Some(local) = local else {
         return now_ms - now_ms.rem_euclid(86_400_000);
-    }
-    let into_day = tm.tm_hour as i64 * 3600 + tm.tm_min as i64 * 60 + tm.tm_sec as i64;
-    (secs as i64 - into_day) * 1000
+    };
+    let into_day = local.hour() as i64 * 3600 + local.minute() as i64 * 60 + local.second() as i64;
+    (secs - into_day) * 1000
 }
 
 fn to_json<T: Serialize>(value: &T) -> AdminResult<serde_json::Value> {

@@ -296,22 +296,12 @@ impl Db {
             .map_err(|e| DbError::Task(e.to_string()))?
     }
 
-    /// Blocking read for CLI commands and startup.
-    pub fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> DbResult<T>) -> DbResult<T> {
-        self.inner.with_reader(f)
-    }
-
     /// Stop accepting writes, let the writer commit what is queued, and wait for it.
     pub fn close(&self) {
         self.inner.writer.lock().take();
         if let Some(handle) = self.inner.writer_thread.lock().take() {
             let _ = handle.join();
         }
-    }
-
-    /// Copy the live database to `dest` with SQLite's online backup API (safe while writing).
-    pub fn backup_to(&self, dest: &Path) -> DbResult<()> {
-        backup(&self.inner.path, dest)
     }
 }
 
@@ -357,7 +347,7 @@ impl Inner {
                     pool.open += 1;
                     break;
                 }
-                // Runs on a blocking thread (or a CLI's main thread), never on the runtime.
+                // Reads run on blocking threads (`Db::read`), never on the runtime.
                 self.reader_returned.wait(&mut pool);
             }
         }
