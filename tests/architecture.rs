@@ -19,7 +19,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Plain values and helpers: no knowledge of the server.
     (
         "values",
-        &["net", "clock", "secret", "people::numbers", "tasks"],
+        &[
+            "net",
+            "clock",
+            "secret",
+            "private_file",
+            "people::numbers",
+            "tasks",
+        ],
     ),
     ("config", &["config", "host", "metrics"]),
     ("store", &["db"]),

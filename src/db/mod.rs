@@ -485,3 +485,79 @@ pub fn server_uuid(conn: &Connection) -> DbResult<String> {
     )?;
     Ok(conn.query_row("SELECT uuid FROM server WHERE id = 1", [], |r| r.get(0))?)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("test.sqlite3")).unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn a_full_write_queue_refuses_at_once() {
+        let (_dir, db) = open();
+        // Hold the writer inside one job, so nothing more leaves the queue.
+        let (started_tx, started_rx) = mpsc::channel::<()>();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        db.submit(
+            move |_| {
+                started_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                Ok(())
+            },
+            |_: DbResult<()>| {},
+        )
+        .unwrap();
+        started_rx.recv().unwrap();
+        for _ in 0..WRITE_QUEUE {
+            db.submit(|_| Ok(()), |_: DbResult<()>| {}).unwrap();
+        }
+        let asked = Instant::now();
+        let refused = db.submit(|_| Ok(()), |_: DbResult<()>| {});
+        assert!(matches!(refused, Err(DbError::QueueFull)), "{refused:?}");
+        assert!(asked.elapsed() < Duration::from_secs(1), "submit waited");
+        assert!(DbError::QueueFull.is_storage_fault());
+        release_tx.send(()).unwrap();
+        db.close();
+        assert_eq!(
+            db.stats().writes.load(Ordering::Relaxed),
+            WRITE_QUEUE as u64 + 1
+        );
+    }
+
+    #[test]
+    fn reads_beyond_the_pool_wait_instead_of_opening_more() {
+        let (_dir, db) = open();
+        let inner = db.inner.clone();
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let readers: Vec<_> = (0..MAX_READERS * 3)
+            .map(|_| {
+                let (inner, now, most) = (inner.clone(), now.clone(), most.clone());
+                std::thread::spawn(move || {
+                    inner.with_reader(|c| {
+                        let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(at_once, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)
+                    })
+                })
+            })
+            .collect();
+        for r in readers {
+            assert_eq!(r.join().unwrap().unwrap(), 1);
+        }
+        assert!(most.load(Ordering::SeqCst) <= MAX_READERS);
+        let pool = inner.readers.lock();
+        assert_eq!(pool.idle.len(), READERS, "the extras are closed again");
+        assert_eq!(pool.open, READERS);
+        drop(pool);
+        db.close();
+    }
+}
