@@ -513,7 +513,7 @@ impl Config {
             return bad("public_url", "must start with http:// or https://");
         }
         for cidr in &self.trusted_proxies {
-            if crate::http::client_ip::Cidr::parse(cidr).is_none() {
+            if crate::net::Cidr::parse(cidr).is_none() {
                 return bad(
                     "trusted_proxies",
                     &format!("`{cidr}` is not an address or CIDR"),
@@ -571,8 +571,11 @@ impl Config {
         if !self.otp.message.contains("{code}") {
             return bad("otp.message", "must contain {code}");
         }
-        crate::people::numbers::Numbers::from_config(&self.numbers)
-            .map_err(ConfigError::Invalid)?;
+        crate::people::numbers::Numbers::new(
+            &self.numbers.default_region,
+            &self.numbers.allowed_regions,
+        )
+        .map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

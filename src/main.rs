@@ -1,3 +1,6 @@
+// Every system call goes through a safe wrapper; Cargo.toml [lints].
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -108,8 +111,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             eprintln!("configuration OK");
         }
         Command::Otp(OtpCommand::Send { number }) => {
-            let numbers = hangin::people::numbers::Numbers::from_config(&config.numbers)
-                .map_err(anyhow::Error::msg)?;
+            let numbers = hangin::people::numbers::Numbers::new(
+                &config.numbers.default_region,
+                &config.numbers.allowed_regions,
+            )
+            .map_err(anyhow::Error::msg)?;
             let Some(e164) = numbers.parse(&number) else {
                 anyhow::bail!("{number:?} is not a phone number under [numbers] default_region");
             };
@@ -121,7 +127,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 number: number.clone(),
                 e164,
                 code,
-                expires_at: db::now_ms() / 1000 + config.auth.otp_ttl_seconds as i64,
+                expires_at: hangin::clock::system_now_ms() / 1000
+                    + config.auth.otp_ttl_seconds as i64,
             };
             match sender.send(&message).await {
                 Ok(()) => println!(
@@ -140,7 +147,6 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
 
 async fn loadtest_users(args: LoadtestUsersArgs, config: &Config) -> anyhow::Result<()> {
     use hangin::loadtest::{MintSpec, Topology};
-    use std::io::Write;
     let spec = MintSpec {
         count: args.count,
         group: args.group,
@@ -163,14 +169,11 @@ async fn loadtest_users(args: LoadtestUsersArgs, config: &Config) -> anyhow::Res
     if args.out.as_os_str() == "-" {
         println!("{text}");
     } else {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&args.out)?;
-        file.write_all(text.as_bytes())?;
+        hangin::private_file::write(
+            &args.out,
+            text.as_bytes(),
+            hangin::private_file::Existing::Replace,
+        )?;
         eprintln!(
             "minted {} users into {}; tokens in {}",
             minted.users.len(),

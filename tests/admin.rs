@@ -423,15 +423,15 @@ async fn restore_round_trip_refused_while_running() {
 #[tokio::test]
 async fn the_control_socket_is_0600_and_refuses_other_users() {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !common::is_root() {
         eprintln!("needs root to run a client as another user; checking the mode only");
     }
     let s = Server::start(&[]);
     let sock = s.data_dir.join("control.sock");
     let meta = std::fs::metadata(&sock).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    assert_eq!(meta.uid(), unsafe { libc::geteuid() });
-    if unsafe { libc::geteuid() } != 0 {
+    assert_eq!(meta.uid(), rustix::process::geteuid().as_raw());
+    if !common::is_root() {
         return;
     }
     // Another user can reach the directory but not the socket.
@@ -459,7 +459,7 @@ async fn the_control_socket_is_0600_and_refuses_other_users() {
 /// with the server running and without it, and leave no root-owned file behind.
 #[tokio::test]
 async fn root_administers_a_data_dir_owned_by_the_service_user() {
-    if unsafe { libc::geteuid() } != 0 {
+    if !common::is_root() {
         eprintln!("skipped: needs root (it is what `sudo hangin …` runs as)");
         return;
     }
@@ -506,9 +506,7 @@ async fn root_administers_a_data_dir_owned_by_the_service_user() {
     let (code, out, _) = run_cli(&["status", "--data-dir", &data_s], &[]);
     assert_eq!(code, 0);
     assert!(out.contains("1 banned number"), "{out}");
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
+    common::sigterm(&child);
     child.wait().unwrap();
     // Stopped: root works on the database as the owner, and restores as the owner.
     let (code, out, err) = run_cli(&["user", "unban", &number, "--data-dir", &data_s], &[]);

@@ -75,7 +75,7 @@ async fn default_data_dir_holds_database_and_private_credentials() {
         400,
         "a known client with a bad refresh token is invalid_grant, not invalid_client"
     );
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    common::sigterm(&child);
     assert!(child.wait().unwrap().success());
 }
 

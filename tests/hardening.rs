@@ -384,10 +384,8 @@ fn mode(path: &Path) -> u32 {
 
 #[tokio::test]
 async fn files_are_private_whatever_the_umask() {
-    // SAFETY: umask(2) cannot fail; the servers this test starts inherit it.
-    unsafe {
-        libc::umask(0o022);
-    }
+    // The servers this test starts inherit it.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     let s = Server::start_first_time(&[]);
     let u = s.sign_up("Mo", "De").await;
     upload_picture(&s, &u).await;
@@ -492,7 +490,7 @@ struct Mount {
 impl Mount {
     fn tmpfs(size: &str) -> Option<Mount> {
         // SAFETY: geteuid cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
+        if !common::is_root() {
             eprintln!("SKIPPED: mounting a tmpfs needs root (CI runs as root)");
             return None;
         }
@@ -658,7 +656,7 @@ struct Ext4 {
 impl Ext4 {
     fn mount() -> Option<Ext4> {
         // SAFETY: geteuid cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
+        if !common::is_root() {
             eprintln!("SKIPPED: a loop mount needs root (CI runs as root)");
             return None;
         }

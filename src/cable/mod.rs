@@ -212,7 +212,7 @@ impl Connection {
     /// The connection has ended: close the socket, then commit what was read and leave every
     /// channel.
     async fn finish(
-        mut self,
+        self,
         stream: Stream,
         mut speaking: FuturesOrdered<PendingSpeech>,
         mut writer: tokio::task::JoinHandle<WriterDone>,
@@ -252,7 +252,7 @@ impl Connection {
         }
         // What was read is committed and published, as if handled one by one.
         while speaking.next().await.is_some() {}
-        self.cleanup();
+        // `self` drops here, and with it the subscriptions and the registration (`Drop`).
     }
 
     fn close_with(&self, code: u16, why: &'static str) {
@@ -404,6 +404,14 @@ impl Connection {
             self.leave(&identifier, channel);
         }
         self.state.hub.unregister(self.handle.id);
+    }
+}
+
+/// Subscriptions and the hub registration end with the connection however its task ends: a
+/// normal close, an error path, or the task being dropped at shutdown.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.cleanup();
     }
 }
 

@@ -324,7 +324,7 @@ fn server_base(config: &Config, bound: Option<(std::net::SocketAddr, bool)>) -> 
     match bound {
         // `<host>.local` for 0.0.0.0 / `::` (docs/hardening.md "Absolute URLs").
         Some((addr, tls)) => {
-            crate::http::client_ip::public_base(config, (!tls).then_some(addr), tls.then_some(addr))
+            crate::host::public_base(config, (!tls).then_some(addr), tls.then_some(addr))
         }
         None if config.listen.is_empty() => format!("https://{}", config.tls.listen),
         None => format!("http://{}", config.listen),

@@ -16,9 +16,7 @@ use crate::state::AppState;
 use crate::wire;
 
 async fn load_user(state: &AppState, id: UserId) -> Result<db::users::User, ApiError> {
-    state
-        .db
-        .read(move |c| db::users::by_id(c, id))
+    people::profile(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::not_found("The user no longer exists."))
 }
@@ -61,12 +59,7 @@ pub async fn update(State(state): State<AppState>, req: Authed) -> Result<Respon
     people::validate_names(first.as_deref(), last.as_deref())
         .map_err(|errors| ApiError::unprocessable(json!({ "errors": errors })))?;
     let id = req.user;
-    let user = state
-        .db
-        .write(move |c| {
-            db::users::update_names(c, id, first.as_deref(), last.as_deref())?;
-            db::users::by_id(c, id)
-        })
+    let user = people::rename(&state.db, id, first, last)
         .await?
         .ok_or_else(|| ApiError::not_found("The user no longer exists."))?;
     state.engine.people_changed(vec![id]).await?;
@@ -98,10 +91,7 @@ pub async fn register_device(
         ));
     }
     let id = req.user;
-    state
-        .db
-        .write(move |c| db::users::set_device_token(c, id, &token))
-        .await?;
+    people::register_device(&state.db, id, token).await?;
     Ok(StatusCode::OK.into_response())
 }
 

@@ -12,8 +12,6 @@ use phonenumber::country;
 use phonenumber::metadata::DATABASE;
 use phonenumber::Mode;
 
-use crate::config::NumbersConfig;
-
 /// The North American Numbering Plan's calling code.
 const NANP: u16 = 1;
 
@@ -36,16 +34,18 @@ fn region(name: &str) -> Option<(country::Id, u16)> {
 }
 
 impl Numbers {
-    /// The rules of `[numbers]`; the error names the bad key.
-    pub fn from_config(config: &NumbersConfig) -> Result<Numbers, String> {
-        let (default_region, default_code) = region(&config.default_region).ok_or_else(|| {
+    /// The rules of `[numbers] default_region` and `allowed_regions`; the error names the bad
+    /// key. Takes the two values rather than the config section, so that config (which checks
+    /// them at load) sits above this module.
+    pub fn new(default_region: &str, allowed_regions: &[String]) -> Result<Numbers, String> {
+        let name = default_region;
+        let (default_region, default_code) = region(name).ok_or_else(|| {
             format!(
-                "key `numbers.default_region`: `{}` is not a region code like \"US\" or \"IL\"",
-                config.default_region
+                "key `numbers.default_region`: `{name}` is not a region code like \"US\" or \"IL\""
             )
         })?;
         let mut allowed_codes = Vec::new();
-        for name in &config.allowed_regions {
+        for name in allowed_regions {
             let (_, code) = region(name).ok_or_else(|| {
                 format!("key `numbers.allowed_regions`: `{name}` is not a region code like \"US\"")
             })?;
@@ -63,7 +63,7 @@ impl Numbers {
 
     /// The US rules (the defaults).
     pub fn us() -> Numbers {
-        Numbers::from_config(&NumbersConfig::default()).expect("US is a region")
+        Numbers::new("US", &[]).expect("US is a region")
     }
 
     /// Any number as written in an address book or typed at login → E.164 (`+15551234567`), or
@@ -176,11 +176,8 @@ mod tests {
     use super::*;
 
     fn rules(default: &str, allowed: &[&str]) -> Numbers {
-        Numbers::from_config(&NumbersConfig {
-            default_region: default.into(),
-            allowed_regions: allowed.iter().map(|s| s.to_string()).collect(),
-        })
-        .unwrap()
+        let allowed: Vec<String> = allowed.iter().map(|s| s.to_string()).collect();
+        Numbers::new(default, &allowed).unwrap()
     }
 
     #[test]
@@ -260,17 +257,9 @@ mod tests {
 
     #[test]
     fn unknown_regions_are_config_errors() {
-        let e = Numbers::from_config(&NumbersConfig {
-            default_region: "XX".into(),
-            allowed_regions: vec![],
-        })
-        .unwrap_err();
+        let e = Numbers::new("XX", &[]).unwrap_err();
         assert!(e.contains("numbers.default_region"), "{e}");
-        let e = Numbers::from_config(&NumbersConfig {
-            default_region: "us".into(),
-            allowed_regions: vec!["Narnia".into()],
-        })
-        .unwrap_err();
+        let e = Numbers::new("us", &["Narnia".into()]).unwrap_err();
         assert!(e.contains("numbers.allowed_regions"), "{e}");
     }
 }

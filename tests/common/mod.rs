@@ -241,9 +241,7 @@ impl Server {
 
     /// SIGTERM; the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
+        sigterm(&self.child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -436,6 +434,17 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Send SIGTERM to a spawned server (a graceful stop).
+pub fn sigterm(child: &std::process::Child) {
+    let pid = rustix::process::Pid::from_child(child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+}
+
+/// Whether the tests run as root (permission checks do not apply to root).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
 }
 
 pub fn fresh_number() -> String {
