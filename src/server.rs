@@ -85,7 +85,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
 
     // Bind first: the URL base derived from the listeners needs their real ports.
-    let http_listener = match config.listen_addr() {
+    let http_listener = match config.listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
                 .await
@@ -93,7 +93,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ),
         None => None,
     };
-    let tls_listener = match config.tls_addr() {
+    let tls_listener = match config.tls.listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
                 .await
@@ -106,7 +106,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let public_base: Arc<str> = client_ip::public_base(&config, http_addr, tls_addr).into();
     log::info!(
         "absolute URLs (pictures) in what users receive start with {public_base}{}",
-        if config.public_url.is_empty() {
+        if config.public_url.is_none() {
             " (derived from the listener; set public_url to choose)"
         } else {
             ""
@@ -126,13 +126,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         (None, Some(bound)) => engine.set_base(&config, bound, true),
         (None, None) => {}
     }
-    let trusted_proxies: Arc<Vec<Cidr>> = Arc::new(
-        config
-            .trusted_proxies
-            .iter()
-            .filter_map(|c| Cidr::parse(c))
-            .collect(),
-    );
+    let trusted_proxies: Arc<Vec<Cidr>> =
+        Arc::new(config.trusted_proxies.iter().map(|p| p.cidr).collect());
     let auth = Arc::new(Auth::new(db.clone(), config.clone(), otp_sender));
     crate::people::numbers::set_display(&auth.numbers);
     let state = AppState {
@@ -168,7 +163,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         );
     }
 
-    let tls_identity = match config.tls_addr() {
+    let tls_identity = match config.tls.listen {
         Some(_) => Some(crate::tls::load(&config.tls, &config.data_dir)?),
         None => None,
     };
@@ -201,7 +196,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         )));
     }
 
-    if let Some(addr) = config.metrics_addr() {
+    if let Some(addr) = config.metrics.listen {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} for metrics"))?;
@@ -296,7 +291,7 @@ pub fn check_insecure_log_driver(config: &Config) -> anyhow::Result<()> {
     if config.otp.driver != OtpDriverKind::Log {
         return Ok(());
     }
-    let exposed = [config.listen_addr(), config.tls_addr()]
+    let exposed = [config.listen, config.tls.listen]
         .into_iter()
         .flatten()
         .any(|a| !a.ip().is_loopback());
@@ -411,8 +406,7 @@ fn spawn_otp_purge(db: Db, shutdown: CancellationToken) {
 
 /// `[cable] dead_peer_seconds` as a TCP_USER_TIMEOUT; `None` leaves the kernel's default.
 fn dead_peer_timeout(config: &Config) -> Option<Duration> {
-    let seconds = config.cable.dead_peer_seconds;
-    (seconds > 0).then(|| Duration::from_secs(seconds))
+    config.cable.dead_peer
 }
 
 /// Data we sent that stays unacknowledged this long aborts the connection. The cable's pings

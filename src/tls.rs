@@ -428,7 +428,7 @@ mod tests {
         std::fs::write(&cert, a.cert.pem()).unwrap();
         std::fs::write(&key, b.serialize_pem()).unwrap();
         let config = TlsConfig {
-            listen: "127.0.0.1:0".into(),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
             cert: cert.display().to_string(),
             key: key.display().to_string(),
             self_signed: false,

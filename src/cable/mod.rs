@@ -131,7 +131,7 @@ impl Connection {
             sink,
             rx,
             handle.kill.clone(),
-            Duration::from_secs(state.config.cable.ping_seconds),
+            state.config.cable.ping,
         ));
         handle.send(Utf8Bytes::from_static(protocol::WELCOME));
         let conn = Connection {
