@@ -468,6 +468,22 @@ pub fn chat_ident(id: i64) -> String {
 
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a connection must stay silent for "nothing arrives" to pass. Absence has no event
+/// to wait for, so this is the one place a test waits a fixed time to see that something does
+/// not happen; everything that does happen is waited for (`Cable::frames`, `next_frame`).
+/// A frame that arrives later than this still fails the test at the connection's next check.
+pub const QUIET_WINDOW: Duration = Duration::from_millis(400);
+
+/// Assert that none of these connections receives a frame (pings aside) within one shared
+/// `QUIET_WINDOW`: the window is waited once, then each connection's buffered frames are read.
+pub async fn assert_all_quiet(cables: &mut [(&mut Cable, &str)]) {
+    tokio::time::sleep(QUIET_WINDOW).await;
+    for (cable, who) in cables.iter_mut() {
+        let frames = cable.drain(Duration::from_millis(5)).await;
+        assert!(frames.is_empty(), "unexpected frames for {who}: {frames:?}");
+    }
+}
+
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -549,6 +565,43 @@ impl Cable {
             "no matching frame; backlog: {:?}; closed: {:?}",
             self.backlog, self.closed
         );
+    }
+
+    /// The next `n` frames (pings aside), backlog first, each waited for up to FRAME_TIMEOUT;
+    /// fewer if they do not come (the caller's assertion shows what did).
+    pub async fn frames(&mut self, n: usize) -> Vec<Value> {
+        let take = n.min(self.backlog.len());
+        let mut out: Vec<Value> = self.backlog.drain(..take).collect();
+        while out.len() < n {
+            // A deadline per frame, not per read: pings would restart a per-read timeout.
+            let deadline = Instant::now() + FRAME_TIMEOUT;
+            let frame = loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.recv(left).await {
+                    Some(f) => break Some(f),
+                    None if self.closed.is_none() && !left.is_zero() => {}
+                    None => break None,
+                }
+            };
+            match frame {
+                Some(f) => out.push(f),
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// Wait up to FRAME_TIMEOUT for the server to close the connection (frames read meanwhile
+    /// join the backlog); the close code, `None` for a connection that just ended.
+    pub async fn wait_closed(&mut self) -> Option<u16> {
+        let deadline = Instant::now() + FRAME_TIMEOUT;
+        while self.closed.is_none() && Instant::now() < deadline {
+            if let Some(f) = self.recv(deadline - Instant::now()).await {
+                self.backlog.push(f);
+            }
+        }
+        self.closed
+            .unwrap_or_else(|| panic!("the server did not close; backlog: {:?}", self.backlog))
     }
 
     /// Every frame arriving within `wait` (pings aside), backlog first.
