@@ -296,7 +296,7 @@ async fn three_users_every_frame_in_order() {
     cb.close().await;
     // Nobody is told that the chat ended (its only viewers are gone), so there is no frame to
     // wait for: the quiet window lets the departure land before A comes back.
-    tokio::time::sleep(QUIET_WINDOW).await;
+    common::quiet_window().await;
     let mut back = s.cable(&a).await;
     back.command("subscribe", CHATS, None).await;
     expect(

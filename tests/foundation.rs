@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{run_cli, Server, BIN};
+use common::{run_cli, wait_until, Server, BIN};
 use hangin::db::{self, Db};
 
 #[tokio::test]
@@ -120,12 +120,15 @@ async fn backup_while_writing_passes_integrity_check() {
     let server = Server::start(&[]);
     let user = server.sign_up("Back", "Up").await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Uploads committed so far: the backup starts after some, and stops after more.
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let writer = {
-        let (http, url, token, stop) = (
+        let (http, url, token, stop, written) = (
             server.http(),
             server.url("/friends"),
             user.token.clone(),
             stop.clone(),
+            written.clone(),
         );
         tokio::spawn(async move {
             let mut n = 0u32;
@@ -142,11 +145,13 @@ async fn backup_while_writing_passes_integrity_check() {
                     .unwrap();
                 assert_eq!(r.status(), 201);
                 n += 1;
+                written.store(n, std::sync::atomic::Ordering::Relaxed);
             }
             n
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let uploads = || written.load(std::sync::atomic::Ordering::Relaxed);
+    wait_until("two uploads before the backup", || uploads() >= 2).await;
     let dest = server.dir.path().join("backup.sqlite3");
     let (code, out, err) = run_cli(
         &[
@@ -159,7 +164,8 @@ async fn backup_while_writing_passes_integrity_check() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("backed up"), "{out}");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_backup = uploads();
+    wait_until("an upload after the backup", || uploads() > after_backup).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let batches = writer.await.unwrap();
     assert!(batches > 2, "the writer ran during the backup");

@@ -468,16 +468,31 @@ pub fn chat_ident(id: i64) -> String {
 
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How long a connection must stay silent for "nothing arrives" to pass. Absence has no event
-/// to wait for, so this is the one place a test waits a fixed time to see that something does
-/// not happen; everything that does happen is waited for (`Cable::frames`, `next_frame`).
-/// A frame that arrives later than this still fails the test at the connection's next check.
-pub const QUIET_WINDOW: Duration = Duration::from_millis(400);
+/// How long tests give something that must NOT happen (a frame, a log line, a push) to show
+/// up. Absence has no event to wait for, so `quiet_window` is the one place a test waits a
+/// fixed time; everything that does happen is waited for with a deadline (`Cable::frames`,
+/// `next_frame`, `wait_closed`, `Server::wait_log_lines`, `wait_until`). On loopback a wrong
+/// frame arrives within milliseconds; a later one still fails at the connection's next check.
+pub const QUIET_WINDOW: Duration = Duration::from_millis(300);
+
+/// Wait out `QUIET_WINDOW` before asserting that something did not happen.
+pub async fn quiet_window() {
+    tokio::time::sleep(QUIET_WINDOW).await;
+}
+
+/// Wait until `done` holds, checking every 10 ms; panics naming `what` after 5 s.
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
 
 /// Assert that none of these connections receives a frame (pings aside) within one shared
 /// `QUIET_WINDOW`: the window is waited once, then each connection's buffered frames are read.
 pub async fn assert_all_quiet(cables: &mut [(&mut Cable, &str)]) {
-    tokio::time::sleep(QUIET_WINDOW).await;
+    quiet_window().await;
     for (cable, who) in cables.iter_mut() {
         let frames = cable.drain(Duration::from_millis(5)).await;
         assert!(frames.is_empty(), "unexpected frames for {who}: {frames:?}");
@@ -679,6 +694,11 @@ impl Cable {
     pub async fn assert_quiet(&mut self, wait: Duration) {
         let frames = self.drain(wait).await;
         assert!(frames.is_empty(), "unexpected frames: {frames:?}");
+    }
+
+    /// Assert nothing but pings arrives within the shared `QUIET_WINDOW`.
+    pub async fn assert_silent(&mut self) {
+        assert_all_quiet(&mut [(self, "this connection")]).await;
     }
 
     pub async fn close(mut self) {
