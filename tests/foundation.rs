@@ -3,6 +3,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -294,6 +295,42 @@ fn bad_config_exits_2_with_one_line_naming_the_problem() {
     one_line_exit_2(&["serve", "--config", &missing], &[], "nope.toml");
     let unreadable = dir.path().display().to_string(); // a directory cannot be read as a file
     one_line_exit_2(&["serve", "--config", &unreadable], &[], &unreadable);
+}
+
+/// `hangin config example` prints a commented file that `config check` accepts as is, even
+/// where the present configuration is broken; `--package` prints the shipped file exactly.
+#[test]
+fn config_example_is_a_valid_file_and_the_package_form_is_the_shipped_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[auth]\nnope = 1\n").unwrap();
+    let (code, out, err) = run_cli(
+        &["config", "example"],
+        &[("HANGIN_CONFIG", broken.to_str().unwrap())],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("\n[limits]\n") && out.contains("\n# "),
+        "{out}"
+    );
+    let file = dir.path().join("example.toml");
+    std::fs::write(&file, &out).unwrap();
+    let data = dir.path().join("data");
+    let (code, checked, err) = run_cli(
+        &["config", "check", "--config", file.to_str().unwrap()],
+        &[("HANGIN_DATA_DIR", data.to_str().unwrap())],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(checked.contains("listen = \"127.0.0.1:3000\""), "{checked}");
+    let (code, package, err) = run_cli(&["config", "example", "--package"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/hangin.toml"))
+            .unwrap();
+    assert!(
+        package == shipped,
+        "systemd/hangin.toml is not `hangin config example --package`"
+    );
 }
 
 #[test]
