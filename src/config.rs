@@ -239,8 +239,12 @@ pub struct TlsConfig {
     /// e.g. "0.0.0.0:3443"; `None` (written "") = no TLS listener.
     #[serde(with = "addr_or_off")]
     pub listen: Option<SocketAddr>,
-    pub cert: String,
-    pub key: String,
+    /// PEM certificate chain; `None` (written "") = not given.
+    #[serde(with = "text_or_off")]
+    pub cert: Option<PathBuf>,
+    /// Its private key; `None` (written "") = not given.
+    #[serde(with = "text_or_off")]
+    pub key: Option<PathBuf>,
     pub self_signed: bool,
 }
 
@@ -248,8 +252,9 @@ pub struct TlsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MdnsConfig {
     pub enabled: bool,
-    /// Default: the host name.
-    pub instance: String,
+    /// `None` (written "") = the host name.
+    #[serde(with = "text_or_off")]
+    pub instance: Option<String>,
     /// Interface names to advertise on; empty = every interface the listeners cover.
     pub interfaces: Vec<String>,
 }
@@ -407,7 +412,7 @@ impl Default for MdnsConfig {
     fn default() -> Self {
         MdnsConfig {
             enabled: true,
-            instance: String::new(),
+            instance: None,
             interfaces: Vec::new(),
         }
     }
@@ -493,6 +498,27 @@ mod url_or_off {
             ));
         }
         Ok(Some(text.trim_end_matches('/').to_string()))
+    }
+}
+
+/// Text (a name, a path), `""` = none.
+mod text_or_off {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => v.serialize(s),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: From<String>,
+    {
+        let text = String::deserialize(d)?;
+        Ok((!text.is_empty()).then(|| T::from(text)))
     }
 }
 
@@ -636,7 +662,7 @@ impl Config {
         }
         if self.tls.listen.is_some()
             && !self.tls.self_signed
-            && (self.tls.cert.is_empty() || self.tls.key.is_empty())
+            && (self.tls.cert.is_none() || self.tls.key.is_none())
         {
             return bad(
                 "tls.cert",
