@@ -21,12 +21,14 @@ pub enum Example {
 enum Item {
     /// `[section]` with the comment above its header.
     Section(&'static str, &'static str),
-    /// A key (dotted path) with the comment above it. A map-valued key (headers) is printed as
-    /// a table of its own and must come last in its section.
+    /// A key (dotted path) with the comment above it.
     Key(&'static str, &'static str),
+    /// A map-valued key (headers): printed as a table of its own, so it must come last in its
+    /// section, with a commented example entry below its header (where uncommenting it works).
+    Map(&'static str, &'static str, &'static str),
 }
 
-use Item::{Key, Section};
+use Item::{Key, Map, Section};
 
 const PACKAGE_HEADER: &str = "\
 hangin configuration, installed as /etc/hangin/hangin.toml (a conffile: upgrades keep your
@@ -178,10 +180,10 @@ const ITEMS: &[Item] = &[
         "Per try; tries 0.5 s then 1 s apart, on errors, 408, 429 and 5xx.",
     ),
     Key("otp.webhook.tries", "Tries in all."),
-    Key(
+    Map(
         "otp.webhook.headers",
-        "Extra static headers, e.g. a gateway's\n\
-         Authorization = \"Bearer …\"",
+        "Extra static headers, e.g. a gateway's Authorization.",
+        "Authorization = \"Bearer …\"",
     ),
     Section(
         "otp.modem",
@@ -225,10 +227,10 @@ const ITEMS: &[Item] = &[
     Key("push.webhook.secret", "As [otp.webhook] secret."),
     Key("push.webhook.timeout_seconds", "Per try."),
     Key("push.webhook.tries", "Tries in all."),
-    Key(
+    Map(
         "push.webhook.headers",
-        "Extra static headers, e.g.\n\
-         Authorization = \"Bearer …\"",
+        "Extra static headers.",
+        "Authorization = \"Bearer …\"",
     ),
     Section(
         "push.apns",
@@ -390,12 +392,6 @@ pub fn example(which: Example) -> String {
                 comment(&mut out, doc);
                 let leaf = path.rsplit('.').next().unwrap_or(path);
                 match lookup(&values, path) {
-                    Some(toml::Value::Table(map)) => {
-                        let _ = writeln!(out, "[{path}]");
-                        for (k, v) in map {
-                            let _ = writeln!(out, "{k} = {v}");
-                        }
-                    }
                     Some(value) => {
                         let _ = writeln!(out, "{leaf} = {value}");
                     }
@@ -404,6 +400,16 @@ pub fn example(which: Example) -> String {
                         let _ = writeln!(out, "# ({path}: no such key)");
                     }
                 }
+            }
+            Map(path, doc, example) => {
+                comment(&mut out, doc);
+                let _ = writeln!(out, "[{path}]");
+                if let Some(toml::Value::Table(map)) = lookup(&values, path) {
+                    for (k, v) in map {
+                        let _ = writeln!(out, "{k} = {v}");
+                    }
+                }
+                comment(&mut out, example);
             }
         }
     }
@@ -455,7 +461,7 @@ mod tests {
         let listed: Vec<&str> = ITEMS
             .iter()
             .filter_map(|i| match i {
-                Key(path, _) => Some(*path),
+                Key(path, _) | Map(path, ..) => Some(*path),
                 Section(..) => None,
             })
             .collect();
@@ -468,11 +474,15 @@ mod tests {
         }
         let defaults = table(&Config::default());
         for item in ITEMS {
-            if let Section(name, _) = item {
-                assert!(
+            match item {
+                Section(name, _) | Map(name, ..) => assert!(
                     matches!(lookup(&defaults, name), Some(toml::Value::Table(_))),
-                    "[{name}] is not a section"
-                );
+                    "[{name}] is not a table"
+                ),
+                Key(path, _) => assert!(
+                    !matches!(lookup(&defaults, path), Some(toml::Value::Table(_))),
+                    "`{path}` is a table: list it as a Map"
+                ),
             }
         }
     }
