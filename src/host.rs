@@ -51,13 +51,10 @@ pub fn interface_addrs() -> Vec<InterfaceAddr> {
 /// the unspecified address `0.0.0.0` / `::`; the bound port. Pass the bound addresses (so port 0
 /// becomes the real port); `None` falls back to the configured ones.
 pub fn public_base(config: &Config, http: Option<SocketAddr>, tls: Option<SocketAddr>) -> String {
-    if !config.public_url.is_empty() {
-        return config.public_url.trim_end_matches('/').to_string();
+    if let Some(url) = &config.public_url {
+        return url.clone();
     }
-    let (scheme, addr) = match (
-        http.or_else(|| config.listen_addr()),
-        tls.or_else(|| config.tls_addr()),
-    ) {
+    let (scheme, addr) = match (http.or(config.listen), tls.or(config.tls.listen)) {
         (Some(a), _) => ("http", a),
         (None, Some(a)) => ("https", a),
         (None, None) => return "http://localhost".into(),

@@ -15,6 +15,11 @@ fn main() -> ExitCode {
     // Every file any command writes (database, backups, credentials) is the owner's alone.
     hangin::db::health::private_umask();
     let cli = Cli::parse();
+    // The example is the defaults: it must print even where the present configuration is bad.
+    if let Some(Command::Config(ConfigCommand::Example { package })) = &cli.command {
+        print_example(*package);
+        return ExitCode::SUCCESS;
+    }
     let sources = Sources {
         file_required: cli.global.config.is_some(),
         file: Some(
@@ -62,6 +67,15 @@ fn main() -> ExitCode {
     }
 }
 
+fn print_example(package: bool) {
+    let which = if package {
+        config::Example::Package
+    } else {
+        config::Example::Defaults
+    };
+    print!("{}", config::example(which));
+}
+
 async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve => {
@@ -98,12 +112,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 started.elapsed().as_secs_f64()
             );
         }
+        Command::Config(ConfigCommand::Example { package }) => print_example(package),
         Command::Config(ConfigCommand::Check) => {
             hangin::server::check_insecure_log_driver(&config)?;
             drivers::otp::check(&config)?;
             drivers::push::from_config(&config)?;
             // PEM files must load now; a self-signed pair is created by `serve`, not by a check.
-            if config.tls_addr().is_some() && !config.tls.self_signed {
+            if config.tls.listen.is_some() && !config.tls.self_signed {
                 let identity = hangin::tls::load(&config.tls, &config.data_dir)?;
                 eprintln!("TLS certificate SHA-256 {}", identity.fingerprint);
             }
@@ -128,7 +143,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 e164,
                 code,
                 expires_at: hangin::clock::system_now_ms() / 1000
-                    + config.auth.otp_ttl_seconds as i64,
+                    + config.auth.otp_ttl.as_secs() as i64,
             };
             match sender.send(&message).await {
                 Ok(()) => println!(

@@ -66,8 +66,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let policy = connection_policy(&config);
 
     // Bind first: the URL base derived from the listeners needs their real ports.
-    let http_listener = bind(config.listen_addr()).await?;
-    let tls_listener = bind(config.tls_addr()).await?;
+    let http_listener = bind(config.listen).await?;
+    let tls_listener = bind(config.tls.listen).await?;
     let http_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let tls_addr = tls_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let public_base = url_base(&config, http_addr, tls_addr);
@@ -94,13 +94,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         (None, Some(bound)) => engine.set_base(&config, bound, true),
         (None, None) => {}
     }
-    let trusted_proxies: Arc<Vec<Cidr>> = Arc::new(
-        config
-            .trusted_proxies
-            .iter()
-            .filter_map(|c| Cidr::parse(c))
-            .collect(),
-    );
+    let trusted_proxies: Arc<Vec<Cidr>> =
+        Arc::new(config.trusted_proxies.iter().map(|p| p.cidr).collect());
     let auth = Arc::new(Auth::new(db.clone(), config.clone(), otp_sender));
     crate::people::numbers::set_display(&auth.numbers);
     let state = AppState {
@@ -142,7 +137,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         );
     }
 
-    let tls_identity = match config.tls_addr() {
+    let tls_identity = match config.tls.listen {
         Some(_) => Some(crate::tls::load(&config.tls, &config.data_dir)?),
         None => None,
     };
@@ -151,7 +146,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let tls = tls_listener.zip(tls_addr).zip(tls_identity);
     spawn_listeners(&mut tasks, plain, tls, &router, &admission, &config);
 
-    if let Some(addr) = config.metrics_addr() {
+    if let Some(addr) = config.metrics.listen {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} for metrics"))?;
@@ -206,7 +201,7 @@ fn url_base(config: &Config, http: Option<SocketAddr>, tls: Option<SocketAddr>) 
     let base: Arc<str> = crate::host::public_base(config, http, tls).into();
     log::info!(
         "absolute URLs (pictures) in what users receive start with {base}{}",
-        if config.public_url.is_empty() {
+        if config.public_url.is_none() {
             " (derived from the listener; set public_url to choose)"
         } else {
             ""
@@ -385,7 +380,7 @@ pub fn check_insecure_log_driver(config: &Config) -> anyhow::Result<()> {
     if config.otp.driver != OtpDriverKind::Log {
         return Ok(());
     }
-    let exposed = [config.listen_addr(), config.tls_addr()]
+    let exposed = [config.listen, config.tls.listen]
         .into_iter()
         .flatten()
         .any(|a| !a.ip().is_loopback());
@@ -500,8 +495,7 @@ async fn purge_otp_codes(db: Db, shutdown: CancellationToken) {
 
 /// `[cable] dead_peer_seconds` as a TCP_USER_TIMEOUT; `None` leaves the kernel's default.
 fn dead_peer_timeout(config: &Config) -> Option<Duration> {
-    let seconds = config.cable.dead_peer_seconds;
-    (seconds > 0).then(|| Duration::from_secs(seconds))
+    config.cable.dead_peer
 }
 
 /// Data we sent that stays unacknowledged this long aborts the connection. The cable's pings

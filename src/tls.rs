@@ -58,7 +58,12 @@ pub fn load(tls: &TlsConfig, data_dir: &Path) -> Result<Identity, TlsError> {
     let (cert_path, key_path) = if tls.self_signed {
         ensure_self_signed(data_dir, OffsetDateTime::now_utc())?
     } else {
-        (PathBuf::from(&tls.cert), PathBuf::from(&tls.key))
+        // Config::validate makes both present for a TLS listener without `self_signed`; an
+        // empty path fails below as a file that cannot be read.
+        (
+            tls.cert.clone().unwrap_or_default(),
+            tls.key.clone().unwrap_or_default(),
+        )
     };
     let chain = read_certs(&cert_path)?;
     let key = read_key(&key_path)?;
@@ -411,9 +416,9 @@ mod tests {
         std::fs::write(&cert, a.cert.pem()).unwrap();
         std::fs::write(&key, b.serialize_pem()).unwrap();
         let config = TlsConfig {
-            listen: "127.0.0.1:0".into(),
-            cert: cert.display().to_string(),
-            key: key.display().to_string(),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            cert: Some(cert.clone()),
+            key: Some(key.clone()),
             self_signed: false,
         };
         let err = load(&config, dir.path()).err().expect("must fail");

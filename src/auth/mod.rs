@@ -101,7 +101,7 @@ impl Auth {
         }
         let code = otp::generate_code();
         let hash = self.hasher.hash(code.clone()).await?;
-        let ttl_ms = self.config.auth.otp_ttl_seconds as i64 * 1000;
+        let ttl_ms = self.config.auth.otp_ttl.as_millis() as i64;
         let (code_id, expires_at) = {
             let number = number.clone();
             let clock = self.db.clock().clone();

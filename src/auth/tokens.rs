@@ -137,7 +137,7 @@ pub(super) async fn grant(
     if !blank(&req.scope) {
         return Err(AuthError::InvalidScope);
     }
-    let ttl = auth.config.auth.access_token_ttl_seconds as i64;
+    let ttl = auth.config.auth.access_token_ttl.as_secs() as i64;
     match grant_type.as_str() {
         "password" => {
             if blank(&req.number) {

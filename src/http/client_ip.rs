@@ -67,8 +67,8 @@ pub fn origin(state: &AppState, headers: &HeaderMap, peer: Option<Peer>) -> Orig
         .iter()
         .any(|c| c.contains(peer.addr.ip()));
     let ip = client_ip(&state.trusted_proxies, headers, peer.addr.ip());
-    let base_url = if !state.config.public_url.is_empty() {
-        state.config.public_url.trim_end_matches('/').to_string()
+    let base_url = if let Some(url) = &state.config.public_url {
+        url.clone()
     } else {
         let forwarded_proto = headers
             .get("x-forwarded-proto")
@@ -184,15 +184,15 @@ mod tests {
         let mut c = Config::default();
         let bound: SocketAddr = "127.0.0.1:4321".parse().unwrap();
         assert_eq!(public_base(&c, Some(bound), None), "http://127.0.0.1:4321");
-        c.listen = "0.0.0.0:3000".into();
+        c.listen = Some("0.0.0.0:3000".parse().unwrap());
         assert_eq!(
             public_base(&c, None, None),
             format!("http://{}.local:3000", crate::host::host_name())
         );
-        c.listen = String::new();
-        c.tls.listen = "[::]:3443".into();
+        c.listen = None;
+        c.tls.listen = Some("[::]:3443".parse().unwrap());
         assert!(public_base(&c, None, None).starts_with("https://"));
-        c.public_url = "https://chat.example.org/".into();
+        c.public_url = Some("https://chat.example.org".into());
         assert_eq!(
             public_base(&c, Some(bound), None),
             "https://chat.example.org"

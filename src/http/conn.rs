@@ -77,9 +77,9 @@ impl Policy {
         Policy {
             max_connections,
             max_per_address: limits.max_connections_per_address,
-            header_timeout: Duration::from_secs(limits.header_timeout_seconds),
-            keepalive_timeout: Duration::from_secs(limits.keepalive_timeout_seconds),
-            upgrade_timeout: Duration::from_secs(limits.upgrade_timeout_seconds),
+            header_timeout: limits.header_timeout,
+            keepalive_timeout: limits.keepalive_timeout,
+            upgrade_timeout: limits.upgrade_timeout,
         }
     }
 }
