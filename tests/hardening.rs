@@ -564,9 +564,12 @@ fn fill(dir: &Path) -> PathBuf {
 async fn wait_up(s: &Server, status: u16) -> reqwest::Response {
     let deadline = Instant::now() + Duration::from_secs(6);
     loop {
-        let r = s.http().get(s.url("/up")).send().await.unwrap();
-        if r.status().as_u16() == status || Instant::now() > deadline {
-            return r;
+        // While every slot is still taken, the server answers 503 before reading the request
+        // and closes; the client may then see the answer as unexpected: that is "not yet".
+        match s.http().get(s.url("/up")).send().await {
+            Ok(r) if r.status().as_u16() == status || Instant::now() > deadline => return r,
+            Err(e) if Instant::now() > deadline => panic!("GET /up: {e}"),
+            _ => {}
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
