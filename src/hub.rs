@@ -37,6 +37,13 @@ pub enum Stream {
 #[derive(Debug)]
 pub enum Outbound {
     Frame(Utf8Bytes),
+    /// A `ChatsChannel` frame about one chat, for the subscription with identifier `sub`.
+    ChatFrame {
+        frame: Utf8Bytes,
+        chat: ChatId,
+        note: ChatNote,
+        sub: Arc<str>,
+    },
     /// Send `{"type":"disconnect",…}` and close.
     Disconnect {
         reason: &'static str,
@@ -44,14 +51,64 @@ pub enum Outbound {
     },
 }
 
+/// What a `ChatsChannel` frame says about its chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatNote {
+    /// `chat`: the viewer newly sees it.
+    Added,
+    /// `update_chat`: its new state; an unsent older one is moot.
+    Updated,
+    /// `delete_chat`.
+    Removed,
+}
+
+impl Outbound {
+    /// The text to write, or a disconnect's `(reason, reconnect)`.
+    pub fn into_frame(self) -> Result<Utf8Bytes, (&'static str, bool)> {
+        match self {
+            Outbound::Frame(frame) | Outbound::ChatFrame { frame, .. } => Ok(frame),
+            Outbound::Disconnect { reason, reconnect } => Err((reason, reconnect)),
+        }
+    }
+}
+
 impl outbox::Weigh for Outbound {
     /// A frame's bytes count in full in every queue holding it, even though the allocation is
     /// shared: what matters is what one slow reader can pin, and it can pin all of them.
     fn weight(&self) -> usize {
         match self {
-            Outbound::Frame(f) => f.len(),
+            Outbound::Frame(f) | Outbound::ChatFrame { frame: f, .. } => f.len(),
             Outbound::Disconnect { .. } => 0,
         }
+    }
+
+    fn may_replace(&self) -> bool {
+        matches!(
+            self,
+            Outbound::ChatFrame {
+                note: ChatNote::Updated,
+                ..
+            }
+        )
+    }
+
+    /// An unsent `update_chat` of the same chat on the same subscription is superseded; a
+    /// `chat` or `delete_chat` of it must stay, and with it everything queued before.
+    fn replaces(&self, queued: &Self) -> Option<bool> {
+        let (
+            Outbound::ChatFrame { chat, sub, .. },
+            Outbound::ChatFrame {
+                chat: queued_chat,
+                sub: queued_sub,
+                note,
+                ..
+            },
+        ) = (self, queued)
+        else {
+            return None;
+        };
+        let same = chat == queued_chat && (Arc::ptr_eq(sub, queued_sub) || sub == queued_sub);
+        same.then_some(*note == ChatNote::Updated)
     }
 }
 
@@ -94,7 +151,11 @@ impl ConnHandle {
     /// Queue a frame; a queue over its byte budget (`[limits] send_queue_bytes`) means the
     /// client does not keep up: close that connection alone with 1013.
     pub fn send(&self, frame: Utf8Bytes) {
-        match self.tx.try_send(Outbound::Frame(frame)) {
+        self.queue(Outbound::Frame(frame))
+    }
+
+    fn queue(&self, item: Outbound) {
+        match self.tx.try_send(item) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 crate::metrics::fanout_dropped(true);
@@ -254,6 +315,48 @@ impl Hub {
             .fetch_add(subscribers.len() as u64, Ordering::Relaxed);
     }
 
+    /// Publish one `ChatsChannel` payload to the home streams of `users` (one engine note).
+    /// The frame for each distinct identifier is built once for all of them: a change seen by
+    /// a thousand viewers costs one frame, not a thousand copies of a chat with a thousand
+    /// members. A frame `about` a chat may replace the same subscription's unsent older state.
+    pub fn deliver_to_users(
+        &self,
+        users: &[UserId],
+        payload: &str,
+        about: Option<(ChatId, ChatNote)>,
+    ) {
+        let lists: Vec<Arc<Vec<Subscriber>>> = {
+            let streams = self.streams.read();
+            users
+                .iter()
+                .filter_map(|u| streams.get(&Stream::User(*u)).cloned())
+                .collect()
+        };
+        let mut frames: HashMap<Arc<str>, Utf8Bytes> = HashMap::new();
+        let mut delivered = 0;
+        for sub in lists.iter().flat_map(|list| list.iter()) {
+            let frame = match frames.get(&*sub.identifier) {
+                Some(f) => f.clone(),
+                None => {
+                    let f = Utf8Bytes::from(channel_frame(&sub.identifier, payload));
+                    frames.insert(sub.identifier.clone(), f.clone());
+                    f
+                }
+            };
+            match about {
+                Some((chat, note)) => sub.conn.queue(Outbound::ChatFrame {
+                    frame,
+                    chat,
+                    note,
+                    sub: sub.identifier.clone(),
+                }),
+                None => sub.conn.send(frame),
+            }
+            delivered += 1;
+        }
+        self.deliveries.fetch_add(delivered, Ordering::Relaxed);
+    }
+
     /// Open connections of `user` (the admin commands wait for them to be gone).
     pub fn user_connection_count(&self, user: UserId) -> usize {
         self.conns
@@ -303,6 +406,39 @@ mod tests {
         );
         // The same allocation reaches both subscribers.
         assert_eq!(f1.as_str().as_ptr(), f2.as_str().as_ptr());
+    }
+
+    #[tokio::test]
+    async fn a_note_to_many_users_is_one_frame_and_an_unsent_update_gives_way() {
+        let hub = Hub::new();
+        let ident: Arc<str> = Arc::from(r#"{"channel":"ChatsChannel"}"#);
+        let mut queues = Vec::new();
+        for user in 1..=3 {
+            let (tx, rx) = outbox::channel(1 << 20);
+            let conn = hub.register(UserId(user), tx);
+            hub.subscribe(Stream::User(UserId(user)), &conn, Arc::from(&*ident));
+            queues.push(rx);
+        }
+        let users = [UserId(1), UserId(2), UserId(3)];
+        let chat = ChatId(6);
+        hub.deliver_to_users(&users, r#"{"chat":1}"#, Some((chat, ChatNote::Added)));
+        for version in 2..=4 {
+            let update = format!(r#"{{"update_chat":{version}}}"#);
+            hub.deliver_to_users(&users, &update, Some((chat, ChatNote::Updated)));
+        }
+        let mut firsts = Vec::new();
+        for rx in &mut queues {
+            // `chat` stays; the three updates are one, the newest.
+            let frames: Vec<Utf8Bytes> = std::iter::from_fn(|| rx.try_recv().ok())
+                .map(|item| item.into_frame().unwrap())
+                .collect();
+            assert_eq!(frames.len(), 2, "{frames:?}");
+            assert!(frames[0].as_str().contains(r#"{"chat":1}"#));
+            assert!(frames[1].as_str().contains(r#"{"update_chat":4}"#));
+            firsts.push(frames[0].as_str().as_ptr());
+        }
+        // One allocation for all three users.
+        assert!(firsts.windows(2).all(|w| w[0] == w[1]));
     }
 
     #[tokio::test]

@@ -15,9 +15,22 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-/// What an item costs against the queue's budget, in bytes (the slot itself is added).
+/// What an item costs against the queue's budget, in bytes (the slot itself is added), and
+/// whether a newer item makes a queued one moot.
 pub trait Weigh {
     fn weight(&self) -> usize;
+
+    /// Whether this item may take the place of an older queued one (see [`Weigh::replaces`]).
+    fn may_replace(&self) -> bool {
+        false
+    }
+
+    /// For an item that [`Weigh::may_replace`]: `Some(true)` when `queued` is an older state of
+    /// the same thing that this item supersedes, `Some(false)` when `queued` is about the same
+    /// thing but must stay (nothing older may then be replaced), `None` when it is unrelated.
+    fn replaces(&self, _queued: &Self) -> Option<bool> {
+        None
+    }
 }
 
 /// Why `try_send` did not queue the item (the item is handed back).
@@ -73,12 +86,28 @@ pub fn channel<T: Weigh>(budget_bytes: usize) -> (Sender<T>, Receiver<T>) {
 }
 
 impl<T: Weigh> Sender<T> {
+    /// Queue `item`, or put it in the place of an unsent older state it supersedes (a chat
+    /// whose members changed again before the client read the last change: the client only
+    /// needs the newest, so a burst of changes costs one frame per reader, not one per change).
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
         let cost = cost(&item);
         {
             let mut st = self.0.state.lock();
             if !st.receiver_alive {
                 return Err(TrySendError::Closed(item));
+            }
+            if item.may_replace() {
+                if let Some(at) = superseded(&st.items, &item) {
+                    let queued = st.queued - self::cost(&st.items[at]) + cost;
+                    if st.items.len() > 1 && queued > st.budget {
+                        return Err(TrySendError::Full(item));
+                    }
+                    st.queued = queued;
+                    st.items[at] = item;
+                    // The replaced item had not been taken, so the receiver has yet to look
+                    // at the queue: no wake-up is owed.
+                    return Ok(());
+                }
             }
             if !st.items.is_empty() && st.queued.saturating_add(cost) > st.budget {
                 return Err(TrySendError::Full(item));
@@ -89,6 +118,20 @@ impl<T: Weigh> Sender<T> {
         self.0.notify.notify_one();
         Ok(())
     }
+}
+
+/// The position of the newest queued item about the same thing as `item`, if `item` supersedes
+/// it. Scans from the back; queues are short except for a reader that has stopped reading,
+/// which the byte budget cuts off.
+fn superseded<T: Weigh>(items: &VecDeque<T>, item: &T) -> Option<usize> {
+    for (at, queued) in items.iter().enumerate().rev() {
+        match item.replaces(queued) {
+            Some(true) => return Some(at),
+            Some(false) => return None,
+            None => {}
+        }
+    }
+    None
 }
 
 impl<T> Clone for Sender<T> {
@@ -194,6 +237,49 @@ mod tests {
         fn weight(&self) -> usize {
             self.len()
         }
+    }
+
+    /// A state of thing `.0`: `(thing, version, replaceable)`.
+    #[derive(Debug, PartialEq, Eq)]
+    struct State(u8, u8, bool);
+
+    impl Weigh for State {
+        fn weight(&self) -> usize {
+            100
+        }
+        fn may_replace(&self) -> bool {
+            self.2
+        }
+        fn replaces(&self, queued: &Self) -> Option<bool> {
+            (queued.0 == self.0).then_some(queued.2)
+        }
+    }
+
+    #[test]
+    fn a_newer_state_takes_the_place_of_an_unsent_one_only_after_the_last_fixed_item() {
+        let (tx, mut rx) = channel::<State>(10_000);
+        for item in [State(1, 1, true), State(2, 1, true), State(1, 2, true)] {
+            tx.try_send(item).unwrap();
+        }
+        // Thing 1 v2 replaced v1 in its place; thing 2 untouched.
+        assert_eq!(rx.len(), 2);
+        let one_item = rx.queued_bytes() / 2;
+        // A fixed item about thing 1 (like `delete_chat`) stops replacement before it.
+        tx.try_send(State(1, 3, false)).unwrap();
+        tx.try_send(State(1, 4, true)).unwrap();
+        tx.try_send(State(1, 5, true)).unwrap();
+        assert_eq!(rx.queued_bytes(), 4 * one_item);
+        let got: Vec<State> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(
+            got,
+            [
+                State(1, 2, true),
+                State(2, 1, true),
+                State(1, 3, false),
+                State(1, 5, true)
+            ]
+        );
+        assert_eq!(rx.queued_bytes(), 0);
     }
 
     #[tokio::test]

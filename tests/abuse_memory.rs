@@ -52,6 +52,8 @@ async fn a_history_bomb_joined_ten_times_stays_bounded() {
         .unwrap();
     let text = format!("{}\n{:#}", r.render(), r.details);
     assert!(value(&r, "bomb_rss_peak_mb") < PEAK_MB, "{text}");
+    // 80 sockets that were each sent a 1 MiB history keep no copy of it.
+    assert!(value(&r, "bomb_rss_readers_mb") <= AFTER_CLOSE_MB, "{text}");
     assert!(
         value(&r, "bomb_rss_after_close_mb") <= AFTER_CLOSE_MB,
         "{text}"

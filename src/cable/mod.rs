@@ -543,8 +543,8 @@ async fn serve(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            item = rx.recv() => match item {
-                Some(Outbound::Frame(frame)) => {
+            item = rx.recv() => match item.map(Outbound::into_frame) {
+                Some(Ok(frame)) => {
                     // Feed what is queued already, then flush once: a burst costs one write.
                     let mut pending = Some(frame);
                     let mut then = None;
@@ -555,9 +555,9 @@ async fn serve(
                         }
                         fed += 1;
                         if fed < MAX_COALESCED {
-                            match rx.try_recv() {
-                                Ok(Outbound::Frame(f)) => pending = Some(f),
-                                Ok(other) => then = Some(other),
+                            match rx.try_recv().map(Outbound::into_frame) {
+                                Ok(Ok(f)) => pending = Some(f),
+                                Ok(Err(disconnect)) => then = Some(disconnect),
                                 Err(_) => {}
                             }
                         }
@@ -565,11 +565,11 @@ async fn serve(
                     if sink.flush().await.is_err() {
                         return WriterEnd::Broken;
                     }
-                    if let Some(Outbound::Disconnect { reason, reconnect }) = then {
+                    if let Some((reason, reconnect)) = then {
                         return WriterEnd::Disconnect { reason, reconnect };
                     }
                 }
-                Some(Outbound::Disconnect { reason, reconnect }) => {
+                Some(Err((reason, reconnect))) => {
                     return WriterEnd::Disconnect { reason, reconnect };
                 }
                 None => return WriterEnd::Stopped,

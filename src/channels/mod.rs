@@ -32,7 +32,7 @@ use crate::db::chats::ChatId;
 use crate::db::users::{User, UserId};
 use crate::db::{self, Db, DbError};
 use crate::drivers::push::{Notification, PushQueue};
-use crate::hub::{channel_frame, ConnHandle, Hub, Stream};
+use crate::hub::{channel_frame, ChatNote, ConnHandle, Hub};
 use crate::wire::{self, Event};
 
 pub use chat::validate_speech;
@@ -178,9 +178,7 @@ impl Engine {
             match out {
                 Out::Send { note, to } => {
                     if let Some(payload) = self.render(world, &note) {
-                        for user in to {
-                            self.hub.broadcast(Stream::User(user), &payload);
-                        }
+                        self.hub.deliver_to_users(&to, &payload, about(&note));
                     }
                 }
                 Out::Store(change) => self.store(change),
@@ -338,4 +336,14 @@ pub fn full_name(u: &User) -> String {
     let first = u.first_name.as_deref().unwrap_or("");
     let last = u.last_name.as_deref().unwrap_or("");
     format!("{first} {last}").trim().to_string()
+}
+
+/// The chat a note describes, so that a newer `update_chat` can replace an unsent one.
+fn about(note: &Note) -> Option<(ChatId, ChatNote)> {
+    match note {
+        Note::Chat(id) => Some((*id, ChatNote::Added)),
+        Note::UpdateChat(id) => Some((*id, ChatNote::Updated)),
+        Note::DeleteChat(id) => Some((*id, ChatNote::Removed)),
+        Note::ContactOnline(_) | Note::ContactOffline(_) => None,
+    }
 }

@@ -246,6 +246,9 @@ pub struct HistoryBombArgs {
     pub identifiers: usize,
     /// How long the never-reading socket is held open.
     pub hold: Duration,
+    /// Sockets that then join the chat, read the whole history and stay open: what a
+    /// connection keeps after it was sent a large frame.
+    pub readers: usize,
 }
 
 impl Default for HistoryBombArgs {
@@ -255,6 +258,7 @@ impl Default for HistoryBombArgs {
             body_chars: 4096,
             identifiers: 10,
             hold: Duration::from_secs(10),
+            readers: 80,
         }
     }
 }
@@ -295,6 +299,17 @@ pub async fn history_bomb(ctx: &Ctx, a: &HistoryBombArgs) -> anyhow::Result<Repo
     report.detail("bomb_socket_saw", &seen);
     drop(bomb);
     let after = settled_rss(&srv, Duration::from_secs(3)).await;
+    // Readers take the whole history and stay open. Each was sent a 1 MiB frame; what the
+    // server keeps for them afterwards must not scale with it (tungstenite kept its write
+    // buffer at the largest frame ever written: vendor/README.md).
+    let mut readers = Vec::with_capacity(a.readers);
+    for _ in 0..a.readers {
+        let mut ws = cable::connect(&srv.ws, &token, None).await?;
+        cable::subscribe(&mut ws, &ident).await?;
+        readers.push(ws);
+    }
+    let holding = settled_rss(&srv, Duration::from_secs(3)).await;
+    drop(readers);
     // The speaker too: after close means every socket of the attack.
     drop(speaker);
     let after_all = settled_rss(&srv, Duration::from_secs(3)).await;
@@ -331,6 +346,16 @@ pub async fn history_bomb(ctx: &Ctx, a: &HistoryBombArgs) -> anyhow::Result<Repo
         "bomb_rss_after_close_mb",
         "RSS after every socket closed",
         after_all,
+        "MB",
+        Some(Target::AtMost(AFTER_CLOSE_MB)),
+    );
+    report.figure(
+        "bomb_rss_readers_mb",
+        &format!(
+            "RSS while {} sockets that read the history stay open",
+            a.readers
+        ),
+        holding,
         "MB",
         Some(Target::AtMost(AFTER_CLOSE_MB)),
     );
@@ -848,6 +873,9 @@ pub enum Command {
         /// Seconds the never-reading socket stays open.
         #[arg(long, default_value_t = 10.0)]
         hold: f64,
+        /// Sockets that then read the whole history and stay open.
+        #[arg(long, default_value_t = 80)]
+        readers: usize,
     },
     /// S never-reading sockets of one user while M large messages are spoken; R rounds.
     SlowConsumers {
@@ -889,6 +917,7 @@ impl Command {
                 body_chars,
                 identifiers,
                 hold,
+                readers,
             } => {
                 history_bomb(
                     ctx,
@@ -897,6 +926,7 @@ impl Command {
                         body_chars,
                         identifiers,
                         hold: Duration::from_secs_f64(hold),
+                        readers,
                     },
                 )
                 .await
