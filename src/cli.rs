@@ -108,6 +108,12 @@ pub enum ClientCommand {
 pub enum ConfigCommand {
     /// Validate the configuration and print the effective values, secrets masked.
     Check,
+    /// Print a commented configuration file with every key at its built-in default.
+    Example {
+        /// The file the package installs as /etc/hangin/hangin.toml instead.
+        #[arg(long)]
+        package: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,28 +1,42 @@
 //! Configuration: embedded defaults ← TOML file ← `HANGIN_SECTION__KEY` environment ← CLI flags
 //! (edge.md "Configuration"). Unknown keys in the file are errors; unknown `HANGIN_*` variables only
 //! warn, because test harnesses and wrappers put their own `HANGIN_*` variables into the environment.
+//!
+//! Values are parsed once, here, into the types the server uses (addresses, durations, CIDRs,
+//! `Option`s where the file writes `""` or `0` for "off"); a bad value is an error naming its
+//! key. The `Default` impls are the one source of the defaults: the commented example config
+//! (`hangin config example`, and the shipped `systemd/hangin.toml`) is generated from them by
+//! `example`, and tests hold the shipped file and docs/configuration.md to them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::Value;
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-/// The configuration of one server. Field names are the TOML keys of the contract.
+use crate::net::Cidr;
+
+mod example;
+pub use example::{example, Example};
+
+/// The configuration of one server. Serde names are the TOML keys of the contract.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Plain HTTP + WS listener; "" turns it off.
-    pub listen: String,
+    /// Plain HTTP + WS listener; `None` (written "") = off.
+    #[serde(with = "addr_or_off")]
+    pub listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
-    /// Base for absolute picture URLs; "" = scheme and Host of the request.
-    pub public_url: String,
+    /// Base for absolute picture URLs, without a trailing `/`; `None` (written "") = derived.
+    #[serde(with = "url_or_off")]
+    pub public_url: Option<String>,
     pub log_level: String,
-    /// Proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (CIDR strings).
-    pub trusted_proxies: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: Vec<ProxyRange>,
     /// Allow the `log` OTP driver on a non-loopback listener (development on a LAN only).
     pub allow_insecure_log_driver: bool,
     pub auth: AuthConfig,
@@ -58,12 +72,16 @@ impl Default for NumbersConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    pub access_token_ttl_seconds: u64,
-    pub otp_ttl_seconds: u64,
+    #[serde(rename = "access_token_ttl_seconds", with = "secs")]
+    pub access_token_ttl: Duration,
+    #[serde(rename = "otp_ttl_seconds", with = "secs")]
+    pub otp_ttl: Duration,
     pub otp_max_attempts: u32,
     pub otp_per_number: u32,
-    pub otp_window_seconds: u64,
-    pub otp_resend_seconds: u64,
+    #[serde(rename = "otp_window_seconds", with = "secs")]
+    pub otp_window: Duration,
+    #[serde(rename = "otp_resend_seconds", with = "secs")]
+    pub otp_resend: Duration,
     pub create_per_address_per_hour: u32,
 }
 
@@ -86,11 +104,14 @@ pub struct LimitsConfig {
     /// Open connections from one client address at most (`trusted_proxies` exempt); 0 = no cap.
     pub max_connections_per_address: usize,
     /// A request head (and a new connection's first one) must arrive within this.
-    pub header_timeout_seconds: u64,
+    #[serde(rename = "header_timeout_seconds", with = "secs")]
+    pub header_timeout: Duration,
     /// An idle keep-alive connection, or a response the client does not read, is closed after this.
-    pub keepalive_timeout_seconds: u64,
+    #[serde(rename = "keepalive_timeout_seconds", with = "secs")]
+    pub keepalive_timeout: Duration,
     /// A websocket handshake must be complete this long after its request began.
-    pub upgrade_timeout_seconds: u64,
+    #[serde(rename = "upgrade_timeout_seconds", with = "secs")]
+    pub upgrade_timeout: Duration,
     /// Newest messages sent as a chat's history when a subscriber joins.
     pub history_messages: usize,
     /// Upper bound of that history's size in bytes (older messages are left out first).
@@ -201,21 +222,29 @@ pub enum KeyStyle {
 #[serde(deny_unknown_fields, default)]
 pub struct CableConfig {
     pub key_style: KeyStyle,
-    pub background_window_seconds: u64,
-    pub ping_seconds: u64,
+    #[serde(rename = "background_window_seconds", with = "secs")]
+    pub background_window: Duration,
+    #[serde(rename = "ping_seconds", with = "secs")]
+    pub ping: Duration,
     /// A peer that acknowledges nothing we sent (the pings) for this long is dead: its TCP
-    /// connection is aborted (TCP_USER_TIMEOUT) and the user goes offline. 0 = the kernel's
-    /// default (about 15 minutes).
-    pub dead_peer_seconds: u64,
+    /// connection is aborted (TCP_USER_TIMEOUT) and the user goes offline. `None` (written 0) =
+    /// the kernel's default (about 15 minutes).
+    #[serde(rename = "dead_peer_seconds", with = "secs_or_off")]
+    pub dead_peer: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
-    /// e.g. "0.0.0.0:3443"; "" = no TLS listener.
-    pub listen: String,
-    pub cert: String,
-    pub key: String,
+    /// e.g. "0.0.0.0:3443"; `None` (written "") = no TLS listener.
+    #[serde(with = "addr_or_off")]
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate chain; `None` (written "") = not given.
+    #[serde(with = "text_or_off")]
+    pub cert: Option<PathBuf>,
+    /// Its private key; `None` (written "") = not given.
+    #[serde(with = "text_or_off")]
+    pub key: Option<PathBuf>,
     pub self_signed: bool,
 }
 
@@ -223,8 +252,9 @@ pub struct TlsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MdnsConfig {
     pub enabled: bool,
-    /// Default: the host name.
-    pub instance: String,
+    /// `None` (written "") = the host name.
+    #[serde(with = "text_or_off")]
+    pub instance: Option<String>,
     /// Interface names to advertise on; empty = every interface the listeners cover.
     pub interfaces: Vec<String>,
 }
@@ -233,8 +263,9 @@ pub struct MdnsConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// e.g. "127.0.0.1:9184"; "" = no metrics listener.
-    pub listen: String,
+    /// e.g. "127.0.0.1:9184"; `None` (written "") = no metrics listener.
+    #[serde(with = "addr_or_off")]
+    pub listen: Option<SocketAddr>,
     /// Allow a non-loopback `listen` (the figures are not secret, but nobody on the LAN needs them).
     pub allow_remote: bool,
 }
@@ -242,9 +273,9 @@ pub struct MetricsConfig {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: "127.0.0.1:3000".into(),
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 3000))),
             data_dir: PathBuf::from("./data"),
-            public_url: String::new(),
+            public_url: None,
             log_level: "info".into(),
             trusted_proxies: Vec::new(),
             allow_insecure_log_driver: false,
@@ -264,12 +295,12 @@ impl Default for Config {
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
-            access_token_ttl_seconds: 7200,
-            otp_ttl_seconds: 600,
+            access_token_ttl: Duration::from_secs(7200),
+            otp_ttl: Duration::from_secs(600),
             otp_max_attempts: 5,
             otp_per_number: 5,
-            otp_window_seconds: 900,
-            otp_resend_seconds: 30,
+            otp_window: Duration::from_secs(900),
+            otp_resend: Duration::from_secs(30),
             create_per_address_per_hour: 30,
         }
     }
@@ -286,9 +317,9 @@ impl Default for LimitsConfig {
             send_queue_frames: None,
             max_connections: 10_000,
             max_connections_per_address: 128,
-            header_timeout_seconds: 10,
-            keepalive_timeout_seconds: 60,
-            upgrade_timeout_seconds: 10,
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            upgrade_timeout: Duration::from_secs(10),
             history_messages: 200,
             history_bytes: 1 << 20,
             live_chats_per_user: 20,
@@ -370,9 +401,9 @@ impl Default for CableConfig {
     fn default() -> Self {
         CableConfig {
             key_style: KeyStyle::Snake,
-            background_window_seconds: 300,
-            ping_seconds: 3,
-            dead_peer_seconds: 30,
+            background_window: Duration::from_secs(300),
+            ping: Duration::from_secs(3),
+            dead_peer: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -381,9 +412,144 @@ impl Default for MdnsConfig {
     fn default() -> Self {
         MdnsConfig {
             enabled: true,
-            instance: String::new(),
+            instance: None,
             interfaces: Vec::new(),
         }
+    }
+}
+
+/// An entry of `trusted_proxies`: an address or CIDR, parsed once, shown back as written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyRange {
+    pub cidr: Cidr,
+    written: String,
+}
+
+impl std::str::FromStr for ProxyRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match Cidr::parse(s) {
+            Some(cidr) => Ok(ProxyRange {
+                cidr,
+                written: s.to_string(),
+            }),
+            None => Err(format!("`{s}` is not an address or CIDR")),
+        }
+    }
+}
+
+impl Serialize for ProxyRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.written)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProxyRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// `SocketAddr` written as text, `""` = off (`None`).
+mod addr_or_off {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(addr: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match addr {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not an address like 127.0.0.1:3000 or [::]:3000 (\"\" = off)"
+            ))
+        })
+    }
+}
+
+/// A base URL (`http://` or `https://`, kept without its trailing `/`), `""` = none.
+mod url_or_off {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(url.as_deref().unwrap_or(""))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        if !(text.starts_with("http://") || text.starts_with("https://")) {
+            return Err(serde::de::Error::custom(
+                "must start with http:// or https://",
+            ));
+        }
+        Ok(Some(text.trim_end_matches('/').to_string()))
+    }
+}
+
+/// Text (a name, a path), `""` = none.
+mod text_or_off {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => v.serialize(s),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: From<String>,
+    {
+        let text = String::deserialize(d)?;
+        Ok((!text.is_empty()).then(|| T::from(text)))
+    }
+}
+
+/// A `Duration` written as whole seconds.
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+/// A `Duration` written as whole seconds, 0 = none (`None`).
+mod secs_or_off {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.map_or(0, |d| d.as_secs()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let secs = u64::deserialize(d)?;
+        Ok((secs > 0).then(|| Duration::from_secs(secs)))
     }
 }
 
@@ -488,51 +654,30 @@ impl Config {
     }
 
     /// Checks that do not need the outside world (drivers check their own resources at start).
+    /// Checks across keys and of ranges (each value's own form was checked when it was parsed).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("key `{key}`: {why}")));
-        if !self.listen.is_empty() && self.listen.parse::<SocketAddr>().is_err() {
-            return bad("listen", "expected an address like 127.0.0.1:3000");
-        }
-        if !self.tls.listen.is_empty() && self.tls.listen.parse::<SocketAddr>().is_err() {
-            return bad("tls.listen", "expected an address like 0.0.0.0:3443");
-        }
-        if self.listen.is_empty() && self.tls.listen.is_empty() {
+        if self.listen.is_none() && self.tls.listen.is_none() {
             return bad("listen", "no listener: set `listen` or `tls.listen`");
         }
-        if !self.tls.listen.is_empty()
+        if self.tls.listen.is_some()
             && !self.tls.self_signed
-            && (self.tls.cert.is_empty() || self.tls.key.is_empty())
+            && (self.tls.cert.is_none() || self.tls.key.is_none())
         {
             return bad(
                 "tls.cert",
                 "the TLS listener needs `tls.cert` and `tls.key`, or `tls.self_signed = true`",
             );
         }
-        let url = &self.public_url;
-        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
-            return bad("public_url", "must start with http:// or https://");
-        }
-        for cidr in &self.trusted_proxies {
-            if crate::http::client_ip::Cidr::parse(cidr).is_none() {
+        if let Some(a) = self.metrics.listen {
+            if !a.ip().is_loopback() && !self.metrics.allow_remote {
                 return bad(
-                    "trusted_proxies",
-                    &format!("`{cidr}` is not an address or CIDR"),
+                    "metrics.listen",
+                    "not a loopback address; set `metrics.allow_remote = true` to serve metrics beyond this host",
                 );
             }
         }
-        if !self.metrics.listen.is_empty() {
-            match self.metrics.listen.parse::<SocketAddr>() {
-                Err(_) => return bad("metrics.listen", "expected an address like 127.0.0.1:9184"),
-                Ok(a) if !a.ip().is_loopback() && !self.metrics.allow_remote => {
-                    return bad(
-                        "metrics.listen",
-                        "not a loopback address; set `metrics.allow_remote = true` to serve metrics beyond this host",
-                    )
-                }
-                Ok(_) => {}
-            }
-        }
-        if self.auth.access_token_ttl_seconds == 0 {
+        if self.auth.access_token_ttl.is_zero() {
             return bad("auth.access_token_ttl_seconds", "must be positive");
         }
         if self.auth.otp_max_attempts == 0 {
@@ -545,47 +690,35 @@ impl Config {
             return bad("limits.send_queue_bytes", "must be at least 4096");
         }
         for (key, value) in [
-            (
-                "limits.header_timeout_seconds",
-                self.limits.header_timeout_seconds,
-            ),
+            ("limits.header_timeout_seconds", self.limits.header_timeout),
             (
                 "limits.keepalive_timeout_seconds",
-                self.limits.keepalive_timeout_seconds,
+                self.limits.keepalive_timeout,
             ),
             (
                 "limits.upgrade_timeout_seconds",
-                self.limits.upgrade_timeout_seconds,
+                self.limits.upgrade_timeout,
             ),
         ] {
-            if value == 0 {
+            if value.is_zero() {
                 return bad(key, "must be positive");
             }
         }
         if self.limits.subscriptions_per_connection == 0 {
             return bad("limits.subscriptions_per_connection", "must be positive");
         }
-        if self.cable.ping_seconds == 0 {
+        if self.cable.ping.is_zero() {
             return bad("cable.ping_seconds", "must be positive");
         }
         if !self.otp.message.contains("{code}") {
             return bad("otp.message", "must contain {code}");
         }
-        crate::people::numbers::Numbers::from_config(&self.numbers)
-            .map_err(ConfigError::Invalid)?;
+        crate::people::numbers::Numbers::new(
+            &self.numbers.default_region,
+            &self.numbers.allowed_regions,
+        )
+        .map_err(ConfigError::Invalid)?;
         Ok(())
-    }
-
-    pub fn listen_addr(&self) -> Option<SocketAddr> {
-        self.listen.parse().ok()
-    }
-
-    pub fn tls_addr(&self) -> Option<SocketAddr> {
-        self.tls.listen.parse().ok()
-    }
-
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics.listen.parse().ok()
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -709,7 +842,7 @@ mod tests {
     #[test]
     fn defaults_without_a_file() {
         let c = load(None, &[]).unwrap();
-        assert_eq!(c.listen, "127.0.0.1:3000");
+        assert_eq!(c.listen, Some("127.0.0.1:3000".parse().unwrap()));
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.otp.driver, OtpDriverKind::Log);
         assert!(c.mdns.enabled);
@@ -727,8 +860,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.cable.key_style, KeyStyle::Camel);
-        assert_eq!(c.cable.background_window_seconds, 10);
-        assert_eq!(c.auth.otp_ttl_seconds, 60);
+        assert_eq!(c.cable.background_window, Duration::from_secs(10));
+        assert_eq!(c.auth.otp_ttl, Duration::from_secs(60));
     }
 
     #[test]
@@ -765,6 +898,78 @@ mod tests {
         assert!(e.to_string().contains("auth.otp_ttl_seconds"), "{e}");
         let e = load(Some("listen = \"nowhere\"\n"), &[]).unwrap_err();
         assert!(e.to_string().contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn values_are_parsed_once_into_their_types() {
+        let c = load(
+            Some(
+                "listen = \"\"\npublic_url = \"https://chat.example.org/\"\n\
+                 trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n\
+                 [tls]\nlisten = \"[::]:3443\"\nself_signed = true\n\
+                 [cable]\ndead_peer_seconds = 0\n",
+            ),
+            &[("HANGIN_CABLE__PING_SECONDS", "7")],
+        )
+        .unwrap();
+        assert_eq!(c.listen, None);
+        assert_eq!(c.tls.listen, Some("[::]:3443".parse().unwrap()));
+        assert_eq!(c.public_url.as_deref(), Some("https://chat.example.org"));
+        assert!(c.trusted_proxies[0]
+            .cidr
+            .contains("10.9.8.7".parse().unwrap()));
+        assert!(c.trusted_proxies[1].cidr.contains("::1".parse().unwrap()));
+        assert_eq!(c.cable.dead_peer, None);
+        assert_eq!(c.cable.ping, Duration::from_secs(7));
+        assert_eq!(
+            load(None, &[]).unwrap().cable.dead_peer,
+            Some(Duration::from_secs(30))
+        );
+        // Shown back as written.
+        let shown = c.masked_toml();
+        assert!(shown.contains("listen = \"\""), "{shown}");
+        assert!(shown.contains("\"10.0.0.0/8\""), "{shown}");
+        assert!(shown.contains("dead_peer_seconds = 0"), "{shown}");
+    }
+
+    #[test]
+    fn bad_typed_values_name_their_key() {
+        for (file, env, key) in [
+            ("[tls]\nlisten = \"3443\"\n", None, "tls.listen"),
+            (
+                "[metrics]\nlisten = \"localhost\"\n",
+                None,
+                "metrics.listen",
+            ),
+            ("public_url = \"chat.example.org\"\n", None, "public_url"),
+            (
+                "trusted_proxies = [\"10.0.0.0/33\"]\n",
+                None,
+                "trusted_proxies",
+            ),
+            ("", Some(("HANGIN_LISTEN", "everywhere")), "listen"),
+            (
+                "",
+                Some(("HANGIN_CABLE__PING_SECONDS", "-1")),
+                "cable.ping_seconds",
+            ),
+            (
+                "",
+                Some(("HANGIN_CABLE__PING_SECONDS", "0")),
+                "cable.ping_seconds",
+            ),
+            ("listen = \"\"\n", None, "no listener"),
+        ] {
+            let env: Vec<(&str, &str)> = env.into_iter().collect();
+            let e = load(Some(file), &env).unwrap_err().to_string();
+            assert!(e.contains(key), "{file:?} {env:?}: {e}");
+        }
+        let e = load(Some("trusted_proxies = [\"nonsense\"]\n"), &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`nonsense` is not an address or CIDR"),
+            "{e}"
+        );
     }
 
     #[test]

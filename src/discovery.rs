@@ -148,11 +148,7 @@ pub fn advertise(
     }
 
     let host = host::host_name();
-    let instance = if config.instance.is_empty() {
-        host.clone()
-    } else {
-        config.instance.clone()
-    };
+    let instance = config.instance.clone().unwrap_or_else(|| host.clone());
     let both = plan.listeners.iter().any(|l| l.tls) && plan.listeners.iter().any(|l| !l.tls);
     let mut fullnames = Vec::new();
     for l in &plan.listeners {

@@ -1,18 +1,14 @@
 //! Facts about the machine that TLS and mDNS both need: its host name and its addresses.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::config::Config;
 
 /// The kernel's host name (`gethostname`), e.g. `raspberrypi`; "hangin" if it cannot be read.
 pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its whole length; gethostname NUL-terminates within it
-    // (or truncates, which the `position` below tolerates).
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "hangin".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..end]);
+    // glibc's gethostname reads the same field of uname(2).
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy();
     // A fully qualified name ("pi.example.org") is used by its first label on the LAN.
     let label = name.split('.').next().unwrap_or("").trim();
     if label.is_empty() {
@@ -44,6 +40,34 @@ pub fn interface_addrs() -> Vec<InterfaceAddr> {
             Vec::new()
         }
     }
+}
+
+/// The one base of absolute URLs in everything the server sends to users other than the
+/// requester (cable frames above all): `public_url` when set, else derived at start from the
+/// bound listeners — never from any request's `Host`.
+///
+/// Derivation: the plain listener if there is one (`http`), else the TLS one (`https`); its
+/// address when it is a specific one, `<host name>.local` (the name mDNS announces) when it is
+/// the unspecified address `0.0.0.0` / `::`; the bound port. Pass the bound addresses (so port 0
+/// becomes the real port); `None` falls back to the configured ones.
+pub fn public_base(config: &Config, http: Option<SocketAddr>, tls: Option<SocketAddr>) -> String {
+    if let Some(url) = &config.public_url {
+        return url.clone();
+    }
+    let (scheme, addr) = match (http.or(config.listen), tls.or(config.tls.listen)) {
+        (Some(a), _) => ("http", a),
+        (None, Some(a)) => ("https", a),
+        (None, None) => return "http://localhost".into(),
+    };
+    let host = if addr.ip().is_unspecified() {
+        format!("{}.local", host_name())
+    } else {
+        match addr.ip() {
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        }
+    };
+    format!("{scheme}://{host}:{}", addr.port())
 }
 
 #[cfg(test)]

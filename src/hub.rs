@@ -8,10 +8,6 @@
 //! reference count, never copied per subscriber. Delivery is `try_send` into each connection's
 //! bounded queue: a connection whose queue is full is too slow and is cut off, so it can never
 //! slow down anyone else.
-//!
-//! Multi-server deployments would put a [`Bridge`] beside the hub that forwards each local
-//! publish to a broker (NATS, Redis) and feeds remote publishes into [`Hub::deliver_local`],
-//! as ActionCable's redis adapter does.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -202,17 +198,11 @@ struct Subscriber {
     identifier: Arc<str>,
 }
 
-/// Carries publishes between servers (see the module docs); none is needed for one server.
-pub trait Bridge: Send + Sync {
-    fn publish(&self, stream: Stream, payload: &str);
-}
-
 #[derive(Default)]
 pub struct Hub {
     streams: RwLock<HashMap<Stream, Arc<Vec<Subscriber>>>>,
     conns: RwLock<HashMap<ConnId, ConnHandle>>,
     next_id: AtomicU64,
-    bridge: RwLock<Option<Arc<dyn Bridge>>>,
     /// Deliveries made (frames queued), for the load tool and tests.
     pub deliveries: AtomicU64,
 }
@@ -220,10 +210,6 @@ pub struct Hub {
 impl Hub {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    pub fn set_bridge(&self, bridge: Arc<dyn Bridge>) {
-        *self.bridge.write() = Some(bridge);
     }
 
     pub fn register(&self, user: UserId, tx: outbox::Sender<Outbound>) -> ConnHandle {
@@ -270,9 +256,6 @@ impl Hub {
 
     /// Publish `payload` (an encoded channel message) to every subscription of `stream`.
     pub fn broadcast(&self, stream: Stream, payload: &str) {
-        if let Some(bridge) = self.bridge.read().as_ref() {
-            bridge.publish(stream, payload);
-        }
         self.deliver_local(stream, payload);
     }
 

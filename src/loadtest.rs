@@ -7,8 +7,8 @@ use rusqlite::Connection;
 use serde::Serialize;
 
 use crate::auth::clients;
-use crate::auth::tokens::{new_secret, sha256};
 use crate::db::{self, users::UserId, DbResult};
+use crate::secret::{new_secret, sha256};
 
 /// Who knows whom. Users are cut into consecutive groups of `group` users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,3 +1,6 @@
+// Every system call goes through a safe wrapper; Cargo.toml [lints].
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -12,6 +15,11 @@ fn main() -> ExitCode {
     // Every file any command writes (database, backups, credentials) is the owner's alone.
     hangin::db::health::private_umask();
     let cli = Cli::parse();
+    // The example is the defaults: it must print even where the present configuration is bad.
+    if let Some(Command::Config(ConfigCommand::Example { package })) = &cli.command {
+        print_example(*package);
+        return ExitCode::SUCCESS;
+    }
     let sources = Sources {
         file_required: cli.global.config.is_some(),
         file: Some(
@@ -59,6 +67,15 @@ fn main() -> ExitCode {
     }
 }
 
+fn print_example(package: bool) {
+    let which = if package {
+        config::Example::Package
+    } else {
+        config::Example::Defaults
+    };
+    print!("{}", config::example(which));
+}
+
 async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve => {
@@ -95,12 +112,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 started.elapsed().as_secs_f64()
             );
         }
+        Command::Config(ConfigCommand::Example { package }) => print_example(package),
         Command::Config(ConfigCommand::Check) => {
             hangin::server::check_insecure_log_driver(&config)?;
             drivers::otp::check(&config)?;
             drivers::push::from_config(&config)?;
             // PEM files must load now; a self-signed pair is created by `serve`, not by a check.
-            if config.tls_addr().is_some() && !config.tls.self_signed {
+            if config.tls.listen.is_some() && !config.tls.self_signed {
                 let identity = hangin::tls::load(&config.tls, &config.data_dir)?;
                 eprintln!("TLS certificate SHA-256 {}", identity.fingerprint);
             }
@@ -108,8 +126,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             eprintln!("configuration OK");
         }
         Command::Otp(OtpCommand::Send { number }) => {
-            let numbers = hangin::people::numbers::Numbers::from_config(&config.numbers)
-                .map_err(anyhow::Error::msg)?;
+            let numbers = hangin::people::numbers::Numbers::new(
+                &config.numbers.default_region,
+                &config.numbers.allowed_regions,
+            )
+            .map_err(anyhow::Error::msg)?;
             let Some(e164) = numbers.parse(&number) else {
                 anyhow::bail!("{number:?} is not a phone number under [numbers] default_region");
             };
@@ -121,7 +142,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 number: number.clone(),
                 e164,
                 code,
-                expires_at: db::now_ms() / 1000 + config.auth.otp_ttl_seconds as i64,
+                expires_at: hangin::clock::system_now_ms() / 1000
+                    + config.auth.otp_ttl.as_secs() as i64,
             };
             match sender.send(&message).await {
                 Ok(()) => println!(
@@ -140,7 +162,6 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
 
 async fn loadtest_users(args: LoadtestUsersArgs, config: &Config) -> anyhow::Result<()> {
     use hangin::loadtest::{MintSpec, Topology};
-    use std::io::Write;
     let spec = MintSpec {
         count: args.count,
         group: args.group,
@@ -163,14 +184,11 @@ async fn loadtest_users(args: LoadtestUsersArgs, config: &Config) -> anyhow::Res
     if args.out.as_os_str() == "-" {
         println!("{text}");
     } else {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&args.out)?;
-        file.write_all(text.as_bytes())?;
+        hangin::private_file::write(
+            &args.out,
+            text.as_bytes(),
+            hangin::private_file::Existing::Replace,
+        )?;
         eprintln!(
             "minted {} users into {}; tokens in {}",
             minted.users.len(),

@@ -11,7 +11,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -23,9 +23,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, OtpDriverKind, PushDriverKind};
-use crate::state::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DriverResult {
@@ -73,7 +73,7 @@ impl DriverHealth {
     }
 
     fn record(&mut self, error: Option<String>) {
-        let now = crate::db::now_ms();
+        let now = crate::clock::system_now_ms();
         match error {
             None => {
                 self.ok += 1;
@@ -341,28 +341,30 @@ pub fn otp_driver(config: &Config) -> &'static str {
 pub fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).ok().filter(|p| *p > 0).unwrap_or(4096))
+    Some(pages * rustix::param::page_size() as u64)
 }
 
-/// The Prometheus text exposition, with the scrape-time figures read from `state`.
-pub async fn render(state: &AppState) -> String {
-    let live_chats = state.engine.live_chat_count() as i64;
-    let online = state.engine.online_count();
+/// What exists anyway and is read at scrape time, from the hub and the engine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Figures {
+    pub connections: usize,
+    pub online_users: usize,
+    pub live_chats: usize,
+    /// The hub's monotonic count of fan-out deliveries.
+    pub deliveries: u64,
+}
+
+/// The Prometheus text exposition, with the scrape-time figures.
+pub fn render(figures: Figures) -> String {
     let m = &*METRICS;
-    m.connections.set(state.hub.connection_count() as i64);
-    m.online_users.set(online as i64);
-    m.live_chats.set(live_chats);
+    m.connections.set(figures.connections as i64);
+    m.online_users.set(figures.online_users as i64);
+    m.live_chats.set(figures.live_chats as i64);
     m.rss_bytes.set(rss_bytes().unwrap_or(0) as i64);
     // The hub counts its deliveries itself; follow its monotonic total.
-    let delivered = state
-        .hub
-        .deliveries
-        .load(std::sync::atomic::Ordering::Relaxed);
     let seen = m.fanout_deliveries.get();
-    if delivered > seen {
-        m.fanout_deliveries.inc_by(delivered - seen);
+    if figures.deliveries > seen {
+        m.fanout_deliveries.inc_by(figures.deliveries - seen);
     }
     let mut out = String::with_capacity(8 * 1024);
     if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &m.registry) {
@@ -371,21 +373,26 @@ pub async fn render(state: &AppState) -> String {
     out
 }
 
-async fn scrape(State(state): State<AppState>) -> Response {
-    let mut res = (StatusCode::OK, render(&state).await).into_response();
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(prometheus_client::encoding::prometheus_text::CONTENT_TYPE),
-    );
-    res
-}
-
-/// Serve `GET /metrics` on its own listener until shutdown.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState) {
-    let shutdown = state.shutdown.clone();
-    let app = axum::Router::new()
-        .route("/metrics", axum::routing::get(scrape))
-        .with_state(state);
+/// Serve `GET /metrics` on its own listener until `shutdown`; `figures` reads the live ones at
+/// each scrape (a callback, so this module needs nothing above the config).
+pub async fn serve<F>(listener: tokio::net::TcpListener, shutdown: CancellationToken, figures: F)
+where
+    F: Fn() -> Figures + Clone + Send + Sync + 'static,
+{
+    let scrape = move || {
+        let figures = figures.clone();
+        async move {
+            let mut res = (StatusCode::OK, render(figures())).into_response();
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                ),
+            );
+            res
+        }
+    };
+    let app = axum::Router::new().route("/metrics", axum::routing::get(scrape));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;

@@ -22,9 +22,11 @@ use crate::config::{Config, OtpDriverKind};
 use crate::db::{self, Db};
 use crate::discovery::{self, Listener};
 use crate::drivers;
-use crate::http::{self, client_ip, client_ip::Cidr, client_ip::Peer, conn};
+use crate::http::{self, conn};
 use crate::hub::Hub;
+use crate::net::{Cidr, Peer};
 use crate::state::AppState;
+use crate::tasks::Tasks;
 
 /// A started server: its bound addresses and the handle to stop it.
 pub struct Running {
@@ -51,16 +53,8 @@ impl Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     check_insecure_log_driver(&config)?;
     log_driver_hint(&config);
-    db::health::private_umask();
     let config = Arc::new(config);
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    db::health::secure_data_dir(&config.data_dir).with_context(|| {
-        format!(
-            "cannot restrict the data directory {} to its owner",
-            config.data_dir.display()
-        )
-    })?;
+    prepare_data_dir(&config.data_dir)?;
     // Before the database, so a second server on this data dir stops without touching it.
     let control = crate::admin::control::bind(&config.data_dir)?;
     let db = Db::open(&config.db_path())
@@ -69,6 +63,213 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot stat {}", config.db_path().display()))?;
     ensure_client(&db, &config).await?;
 
+    let policy = connection_policy(&config);
+
+    // Bind first: the URL base derived from the listeners needs their real ports.
+    let http_listener = bind(config.listen).await?;
+    let tls_listener = bind(config.tls.listen).await?;
+    let http_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let tls_addr = tls_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let public_base = url_base(&config, http_addr, tls_addr);
+
+    // Every background task from here on runs under `tasks`, stopped and awaited before the
+    // database closes.
+    let mut tasks = Tasks::new(CancellationToken::new());
+    let otp_sender = drivers::otp::from_config(&config)?;
+    let pusher = drivers::push::from_config(&config)?;
+    let (push, push_worker) = drivers::push::PushQueue::new(
+        pusher,
+        db.clone(),
+        config.push.queue,
+        tasks.shutdown().clone(),
+    );
+    tasks.spawn("push delivery", push_worker);
+    let hub = Arc::new(Hub::new());
+    let engine = Engine::start(db.clone(), hub.clone(), push.clone(), &config)
+        .await
+        .context("loading presence and live chats")?;
+    // The engine renders frames for everyone with one base (docs/hardening.md "Absolute URLs").
+    match (http_addr, tls_addr) {
+        (Some(bound), _) => engine.set_base(&config, bound, false),
+        (None, Some(bound)) => engine.set_base(&config, bound, true),
+        (None, None) => {}
+    }
+    let trusted_proxies: Arc<Vec<Cidr>> =
+        Arc::new(config.trusted_proxies.iter().map(|p| p.cidr).collect());
+    let auth = Arc::new(Auth::new(db.clone(), config.clone(), otp_sender));
+    crate::people::numbers::set_display(&auth.numbers);
+    let state = AppState {
+        auth,
+        config: config.clone(),
+        db: db.clone(),
+        hub,
+        engine: engine.clone(),
+        push,
+        trusted_proxies: trusted_proxies.clone(),
+        public_base,
+        write_probe: Default::default(),
+        shutdown: tasks.shutdown().clone(),
+    };
+    let router = http::router(state.clone());
+    crate::metrics::set_driver_names(&config);
+    tasks.spawn(
+        "control socket",
+        crate::admin::cli::control_server(control, state.clone(), std::time::Instant::now()),
+    );
+    let admission = conn::Admission::new(policy, trusted_proxies);
+
+    let fatal: Arc<parking_lot::Mutex<Option<String>>> = Default::default();
+    {
+        let fatal = fatal.clone();
+        let shutdown = state.shutdown.clone();
+        tasks.spawn(
+            "database file watch",
+            db::health::watch_file(
+                config.db_path(),
+                db_id,
+                state.shutdown.clone(),
+                move |why| {
+                    log::error!("{why}");
+                    *fatal.lock() = Some(why);
+                    shutdown.cancel();
+                },
+            ),
+        );
+    }
+
+    let tls_identity = match config.tls.listen {
+        Some(_) => Some(crate::tls::load(&config.tls, &config.data_dir)?),
+        None => None,
+    };
+
+    let plain = http_listener.zip(http_addr);
+    let tls = tls_listener.zip(tls_addr).zip(tls_identity);
+    spawn_listeners(&mut tasks, plain, tls, &router, &admission, &config);
+
+    if let Some(addr) = config.metrics.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        log::info!("metrics at http://{}/metrics", listener.local_addr()?);
+        let live = state.clone();
+        let figures = move || live_figures(&live);
+        tasks.spawn(
+            "metrics listener",
+            crate::metrics::serve(listener, state.shutdown.clone(), figures),
+        );
+    }
+
+    let advertisement = advertise(&config, &db, http_addr, tls_addr).await;
+
+    tasks.adopt(
+        "background sweeper",
+        engine.spawn_sweeper(state.shutdown.clone()),
+    );
+    tasks.spawn(
+        "OTP purge",
+        purge_otp_codes(db.clone(), state.shutdown.clone()),
+    );
+    let serving: Vec<String> = [
+        http_addr.map(|a| format!("http://{a}")),
+        tls_addr.map(|a| format!("https://{a}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    crate::service::notify_ready(&format!("serving {}", serving.join(" and ")));
+    if let Some(watchdog) = crate::service::watchdog(db.clone(), state.shutdown.clone()) {
+        tasks.spawn("systemd watchdog", watchdog);
+    }
+
+    let done = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            state.shutdown.cancelled().await;
+            shut_down(state, tasks, advertisement, fatal).await
+        })
+    };
+    Ok(Running {
+        http_addr,
+        tls_addr,
+        state,
+        done,
+    })
+}
+
+/// The one base of absolute URLs in what users receive (logged with where it comes from).
+fn url_base(config: &Config, http: Option<SocketAddr>, tls: Option<SocketAddr>) -> Arc<str> {
+    let base: Arc<str> = crate::host::public_base(config, http, tls).into();
+    log::info!(
+        "absolute URLs (pictures) in what users receive start with {base}{}",
+        if config.public_url.is_none() {
+            " (derived from the listener; set public_url to choose)"
+        } else {
+            ""
+        }
+    );
+    base
+}
+
+/// One accept loop under `tasks` for each bound listener: plain, and TLS with its identity.
+fn spawn_listeners(
+    tasks: &mut Tasks,
+    plain: Option<(TcpListener, SocketAddr)>,
+    tls: Option<((TcpListener, SocketAddr), crate::tls::Identity)>,
+    router: &Router,
+    admission: &Arc<conn::Admission>,
+    config: &Config,
+) {
+    if let Some((listener, bound)) = plain {
+        log::info!("listening on http://{bound} (websocket at ws://{bound}/cable)");
+        let shutdown = tasks.shutdown().clone();
+        tasks.spawn(
+            "http listener",
+            accept_loop(
+                listener,
+                router.clone(),
+                None,
+                admission.clone(),
+                dead_peer_timeout(config),
+                shutdown,
+            ),
+        );
+    }
+    if let Some(((listener, bound), identity)) = tls {
+        log::info!(
+            "listening on https://{bound} (websocket at wss://{bound}/cable); certificate {} SHA-256 {}",
+            identity.cert_path.display(),
+            identity.fingerprint
+        );
+        let shutdown = tasks.shutdown().clone();
+        tasks.spawn(
+            "tls listener",
+            accept_loop(
+                listener,
+                router.clone(),
+                Some(identity.acceptor),
+                admission.clone(),
+                dead_peer_timeout(config),
+                shutdown,
+            ),
+        );
+    }
+}
+
+/// Restrictive umask, the data directory created and the owner's alone.
+fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    db::health::private_umask();
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    db::health::secure_data_dir(dir).with_context(|| {
+        format!(
+            "cannot restrict the data directory {} to its owner",
+            dir.display()
+        )
+    })
+}
+
+/// Raise the open-file limit and derive the connection caps from it (logged).
+fn connection_policy(config: &Config) -> conn::Policy {
     let (nofile_before, nofile) = conn::raise_nofile();
     let policy = conn::Policy::resolve(&config.limits, nofile);
     log::info!(
@@ -83,189 +284,72 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         policy.keepalive_timeout,
         policy.upgrade_timeout,
     );
+    policy
+}
 
-    // Bind first: the URL base derived from the listeners needs their real ports.
-    let http_listener = match config.listen_addr() {
-        Some(addr) => Some(
+async fn bind(addr: Option<std::net::SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
+    match addr {
+        Some(addr) => Ok(Some(
             TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?,
-        ),
-        None => None,
-    };
-    let tls_listener = match config.tls_addr() {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr}"))?,
-        ),
-        None => None,
-    };
-    let http_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
-    let tls_addr = tls_listener.as_ref().map(|l| l.local_addr()).transpose()?;
-    let public_base: Arc<str> = client_ip::public_base(&config, http_addr, tls_addr).into();
-    log::info!(
-        "absolute URLs (pictures) in what users receive start with {public_base}{}",
-        if config.public_url.is_empty() {
-            " (derived from the listener; set public_url to choose)"
-        } else {
-            ""
-        }
-    );
-
-    let otp_sender = drivers::otp::from_config(&config)?;
-    let pusher = drivers::push::from_config(&config)?;
-    let push = drivers::push::PushQueue::start(pusher, db.clone(), config.push.queue);
-    let hub = Arc::new(Hub::new());
-    let engine = Engine::start(db.clone(), hub.clone(), push.clone(), &config)
-        .await
-        .context("loading presence and live chats")?;
-    // The engine renders frames for everyone with one base (docs/hardening.md "Absolute URLs").
-    match (http_addr, tls_addr) {
-        (Some(bound), _) => engine.set_base(&config, bound, false),
-        (None, Some(bound)) => engine.set_base(&config, bound, true),
-        (None, None) => {}
+        )),
+        None => Ok(None),
     }
-    let trusted_proxies: Arc<Vec<Cidr>> = Arc::new(
-        config
-            .trusted_proxies
-            .iter()
-            .filter_map(|c| Cidr::parse(c))
-            .collect(),
-    );
-    let auth = Arc::new(Auth::new(db.clone(), config.clone(), otp_sender));
-    crate::people::numbers::set_display(&auth.numbers);
-    let state = AppState {
-        auth,
-        config: config.clone(),
-        db: db.clone(),
-        hub,
-        engine: engine.clone(),
-        push,
-        trusted_proxies: trusted_proxies.clone(),
-        public_base,
-        write_probe: Default::default(),
-        shutdown: CancellationToken::new(),
-    };
-    let router = http::router(state.clone());
-    crate::metrics::set_driver_names(&config);
-    crate::admin::cli::start_control(control, state.clone(), std::time::Instant::now());
-    let admission = conn::Admission::new(policy, trusted_proxies);
+}
 
-    let fatal: Arc<parking_lot::Mutex<Option<String>>> = Default::default();
-    {
-        let fatal = fatal.clone();
-        let shutdown = state.shutdown.clone();
-        db::health::watch_file(
-            config.db_path(),
-            db_id,
-            state.shutdown.clone(),
-            move |why| {
-                log::error!("{why}");
-                *fatal.lock() = Some(why);
-                shutdown.cancel();
-            },
-        );
+/// What `/metrics` reads at each scrape.
+fn live_figures(state: &AppState) -> crate::metrics::Figures {
+    crate::metrics::Figures {
+        connections: state.hub.connection_count(),
+        online_users: state.engine.online_count(),
+        live_chats: state.engine.live_chat_count(),
+        deliveries: state
+            .hub
+            .deliveries
+            .load(std::sync::atomic::Ordering::Relaxed),
     }
+}
 
-    let tls_identity = match config.tls_addr() {
-        Some(_) => Some(crate::tls::load(&config.tls, &config.data_dir)?),
-        None => None,
-    };
-
-    let mut accept_tasks = Vec::new();
-    if let (Some(listener), Some(bound)) = (http_listener, http_addr) {
-        log::info!("listening on http://{bound} (websocket at ws://{bound}/cable)");
-        accept_tasks.push(tokio::spawn(accept_loop(
-            listener,
-            router.clone(),
-            None,
-            admission.clone(),
-            dead_peer_timeout(&config),
-            state.shutdown.clone(),
-        )));
-    }
-    if let (Some(listener), Some(bound), Some(identity)) = (tls_listener, tls_addr, tls_identity) {
-        log::info!(
-            "listening on https://{bound} (websocket at wss://{bound}/cable); certificate {} SHA-256 {}",
-            identity.cert_path.display(),
-            identity.fingerprint
-        );
-        accept_tasks.push(tokio::spawn(accept_loop(
-            listener,
-            router.clone(),
-            Some(identity.acceptor),
-            admission.clone(),
-            dead_peer_timeout(&config),
-            state.shutdown.clone(),
-        )));
-    }
-
-    if let Some(addr) = config.metrics_addr() {
-        let listener = TcpListener::bind(addr)
+/// The graceful stop, in order: withdraw the mDNS record, store everyone's background window,
+/// tell clients to reconnect, stop every background task, close the database.
+async fn shut_down(
+    state: AppState,
+    tasks: Tasks,
+    advertisement: Option<discovery::Advertisement>,
+    fatal: Arc<parking_lot::Mutex<Option<String>>>,
+) -> anyhow::Result<()> {
+    crate::service::notify_stopping();
+    if let Some(ad) = advertisement {
+        tokio::task::spawn_blocking(move || ad.withdraw())
             .await
-            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
-        log::info!("metrics at http://{}/metrics", listener.local_addr()?);
-        tokio::spawn(crate::metrics::serve(listener, state.clone()));
+            .ok();
     }
-
-    let advertisement = advertise(&config, &db, http_addr, tls_addr).await;
-
-    engine.spawn_sweeper(state.shutdown.clone());
-    spawn_otp_purge(db.clone(), state.shutdown.clone());
-    let serving: Vec<String> = [
-        http_addr.map(|a| format!("http://{a}")),
-        tls_addr.map(|a| format!("https://{a}")),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    crate::service::notify_ready(&format!("serving {}", serving.join(" and ")));
-    crate::service::spawn_watchdog(db.clone(), state.shutdown.clone());
-
-    let done = {
-        let state = state.clone();
-        tokio::spawn(async move {
-            state.shutdown.cancelled().await;
-            crate::service::notify_stopping();
-            if let Some(ad) = advertisement {
-                tokio::task::spawn_blocking(move || ad.withdraw())
-                    .await
-                    .ok();
-            }
-            // Everyone online goes to the background first (committed), so the chats stay
-            // live across the restart; only then are clients told to reconnect.
-            if let Err(e) = state.engine.shutdown().await {
-                log::error!("shutdown: background windows were not stored: {e}");
-            }
-            log::info!(
-                "shutting down: telling {} cable client(s) to reconnect",
-                state.hub.connection_count()
-            );
-            state.hub.disconnect_all("server_restart", true);
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-            while state.hub.connection_count() > 0 && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            for task in accept_tasks {
-                let _ = task.await;
-            }
-            let db = state.db.clone();
-            tokio::task::spawn_blocking(move || db.close()).await.ok();
-            if let Some(why) = fatal.lock().take() {
-                // Non-zero exit: systemd's Restart=on-failure starts us again.
-                anyhow::bail!("stopped: {why}");
-            }
-            log::info!("stopped");
-            Ok(())
-        })
-    };
-    Ok(Running {
-        http_addr,
-        tls_addr,
-        state,
-        done,
-    })
+    // Everyone online goes to the background first (committed), so the chats stay
+    // live across the restart; only then are clients told to reconnect.
+    if let Err(e) = state.engine.shutdown().await {
+        log::error!("shutdown: background windows were not stored: {e}");
+    }
+    log::info!(
+        "shutting down: telling {} cable client(s) to reconnect",
+        state.hub.connection_count()
+    );
+    state.hub.disconnect_all("server_restart", true);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while state.hub.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The listeners drain their connections for up to 5 s; every other task stops at
+    // once. Only then may the database close.
+    tasks.stop(Duration::from_secs(10)).await;
+    let db = state.db.clone();
+    tokio::task::spawn_blocking(move || db.close()).await.ok();
+    if let Some(why) = fatal.lock().take() {
+        // Non-zero exit: systemd's Restart=on-failure starts us again.
+        anyhow::bail!("stopped: {why}");
+    }
+    log::info!("stopped");
+    Ok(())
 }
 
 /// Run until SIGTERM or SIGINT, then shut down gracefully.
@@ -296,7 +380,7 @@ pub fn check_insecure_log_driver(config: &Config) -> anyhow::Result<()> {
     if config.otp.driver != OtpDriverKind::Log {
         return Ok(());
     }
-    let exposed = [config.listen_addr(), config.tls_addr()]
+    let exposed = [config.listen, config.tls.listen]
         .into_iter()
         .flatten()
         .any(|a| !a.ip().is_loopback());
@@ -391,28 +475,27 @@ async fn ensure_client(db: &Db, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn_otp_purge(db: Db, shutdown: CancellationToken) {
-    tokio::spawn(async move {
+async fn purge_otp_codes(db: Db, shutdown: CancellationToken) {
+    {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {
                     // Keep a day of codes for the rate limits; older ones serve nothing.
-                    let before = db::now_ms() - 24 * 3600 * 1000;
+                    let before = db.now_ms() - 24 * 3600 * 1000;
                     if let Err(e) = db.write(move |c| db::otp::purge_before(c, before)).await {
                         log::warn!("purging old OTP codes failed: {e}");
                     }
                 }
             }
         }
-    });
+    }
 }
 
 /// `[cable] dead_peer_seconds` as a TCP_USER_TIMEOUT; `None` leaves the kernel's default.
 fn dead_peer_timeout(config: &Config) -> Option<Duration> {
-    let seconds = config.cable.dead_peer_seconds;
-    (seconds > 0).then(|| Duration::from_secs(seconds))
+    config.cable.dead_peer
 }
 
 /// Data we sent that stays unacknowledged this long aborts the connection. The cable's pings
@@ -468,14 +551,16 @@ pub async fn accept_loop(
         set_dead_peer_timeout(&stream, dead_peer);
         let watcher = graceful.watcher();
         match &tls {
-            Some(acceptor) => crate::tls::spawn_handshake(
-                acceptor.clone(),
-                stream,
-                peer_addr,
-                router.clone(),
-                watcher,
-                (guard, admission.clone()),
-            ),
+            Some(acceptor) => {
+                let (router, admission) = (router.clone(), admission.clone());
+                crate::tls::spawn_handshake(acceptor.clone(), stream, peer_addr, move |tls| {
+                    let peer = Peer {
+                        addr: peer_addr,
+                        tls: true,
+                    };
+                    serve_connection(tls, peer, router, watcher, guard, &admission);
+                })
+            }
             None => {
                 let peer = Peer {
                     addr: peer_addr,

@@ -58,7 +58,7 @@ impl log::Log for StderrLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let now = crate::wire::iso_ms(crate::db::now_ms());
+        let now = crate::wire::iso_ms(crate::clock::system_now_ms());
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "{now} {:5} {}", record.level(), record.args());
     }
@@ -101,17 +101,18 @@ pub fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, own_pid: u32) ->
 }
 
 /// Pet the watchdog at half its interval, but only while the database writer is alive and
-/// commits: a wedged writer means lost messages, and systemd should restart us.
-pub fn spawn_watchdog(db: Db, shutdown: tokio_util::sync::CancellationToken) {
+/// commits: a wedged writer means lost messages, and systemd should restart us. `None` when
+/// systemd does not ask for pings.
+pub fn watchdog(
+    db: Db,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
     let usec = std::env::var("WATCHDOG_USEC").ok();
     let pid = std::env::var("WATCHDOG_PID").ok();
-    let Some(interval) = watchdog_interval(usec.as_deref(), pid.as_deref(), std::process::id())
-    else {
-        return;
-    };
+    let interval = watchdog_interval(usec.as_deref(), pid.as_deref(), std::process::id())?;
     let every = interval / 2;
     log::info!("systemd watchdog: pinging every {every:?}");
-    tokio::spawn(async move {
+    Some(async move {
         // The first ping follows READY=1 by half an interval, like every later one.
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -130,7 +131,7 @@ pub fn spawn_watchdog(db: Db, shutdown: tokio_util::sync::CancellationToken) {
                 }
             }
         }
-    });
+    })
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@ use crate::channels::Engine;
 use crate::config::Config;
 use crate::db::Db;
 use crate::drivers::push::PushQueue;
-use crate::http::client_ip::Cidr;
 use crate::hub::Hub;
+use crate::net::Cidr;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -21,7 +21,7 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub push: PushQueue,
     pub trusted_proxies: Arc<Vec<Cidr>>,
-    /// Base of absolute URLs sent to anyone but the requester (`client_ip::public_base`).
+    /// Base of absolute URLs sent to anyone but the requester (`host::public_base`).
     pub public_base: Arc<str>,
     /// `/up`'s shared, briefly cached write check.
     pub write_probe: Arc<crate::db::health::WriteProbe>,

@@ -3,24 +3,20 @@
 //! The certificate comes from PEM files (`tls.cert`, `tls.key`) or, with `tls.self_signed`, from
 //! a key and certificate generated on first start and kept in `<data_dir>/tls/`.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use hyper_util::server::graceful::Watcher;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
-use crate::http::client_ip::Peer;
-use crate::http::conn::{Admission, ConnGuard};
 
 /// A client that has not finished its handshake by then is dropped (and cannot pin a task).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,7 +58,12 @@ pub fn load(tls: &TlsConfig, data_dir: &Path) -> Result<Identity, TlsError> {
     let (cert_path, key_path) = if tls.self_signed {
         ensure_self_signed(data_dir, OffsetDateTime::now_utc())?
     } else {
-        (PathBuf::from(&tls.cert), PathBuf::from(&tls.key))
+        // Config::validate makes both present for a TLS listener without `self_signed`; an
+        // empty path fails below as a file that cannot be read.
+        (
+            tls.cert.clone().unwrap_or_default(),
+            tls.key.clone().unwrap_or_default(),
+        )
     };
     let chain = read_certs(&cert_path)?;
     let key = read_key(&key_path)?;
@@ -88,23 +89,16 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// Handshake in its own task (a slow client never holds up `accept`), then serve the router.
-/// The connection's slot (`admitted`) is held from accept on, through the handshake.
-pub fn spawn_handshake(
-    acceptor: TlsAcceptor,
-    stream: TcpStream,
-    addr: SocketAddr,
-    router: Router,
-    watcher: Watcher,
-    admitted: (ConnGuard, Arc<Admission>),
-) {
+/// Handshake in its own task (a slow client never holds up `accept`), then hand the encrypted
+/// stream to `serve`. Whatever `serve` captures (the connection's slot above all) is held from
+/// accept on, through the handshake, and dropped if the handshake fails.
+pub fn spawn_handshake<F>(acceptor: TlsAcceptor, stream: TcpStream, addr: SocketAddr, serve: F)
+where
+    F: FnOnce(TlsStream<TcpStream>) + Send + 'static,
+{
     tokio::spawn(async move {
-        let (guard, admission) = admitted;
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => {
-                let peer = Peer { addr, tls: true };
-                crate::server::serve_connection(tls, peer, router, watcher, guard, &admission);
-            }
+            Ok(Ok(tls)) => serve(tls),
             // Clients that do not trust a self-signed certificate end here on every try: debug.
             Ok(Err(e)) => log::debug!("TLS handshake with {addr} failed: {e}"),
             Err(_) => log::debug!("TLS handshake with {addr} timed out"),
@@ -151,9 +145,13 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    let digest = Sha256::digest(cert.as_ref());
-    let hex: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
-    hex.join(":")
+    let hex = crate::secret::hex(&Sha256::digest(cert.as_ref())).to_ascii_uppercase();
+    let pairs: Vec<_> = hex
+        .as_bytes()
+        .chunks(2)
+        .map(String::from_utf8_lossy)
+        .collect();
+    pairs.join(":")
 }
 
 /// Paths of the generated pair inside the data directory.
@@ -262,22 +260,12 @@ fn subject_names(host: &str) -> Vec<String> {
 
 /// Write a file readable only by the service user, atomically (temp file + rename).
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| TlsError::Write {
-        path: path.into(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    file.write_all(bytes).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    crate::private_file::write(path, bytes, crate::private_file::Existing::Replace).map_err(
+        |source| TlsError::Write {
+            path: path.into(),
+            source,
+        },
+    )
 }
 
 /// `notAfter` of an X.509 certificate, read by walking its DER just far enough.
@@ -428,9 +416,9 @@ mod tests {
         std::fs::write(&cert, a.cert.pem()).unwrap();
         std::fs::write(&key, b.serialize_pem()).unwrap();
         let config = TlsConfig {
-            listen: "127.0.0.1:0".into(),
-            cert: cert.display().to_string(),
-            key: key.display().to_string(),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            cert: Some(cert.clone()),
+            key: Some(key.clone()),
             self_signed: false,
         };
         let err = load(&config, dir.path()).err().expect("must fail");

@@ -3,6 +3,9 @@
 //! by hand, a local HTTP/2 TLS server standing in for APNs, real programs for `exec`. Every
 //! server is the real binary (`tests/common`).
 
+// The fake modem is a pty opened with libc (no safe wrapper in the dependencies covers it).
+#![allow(unsafe_code)]
+
 mod common;
 
 use std::collections::VecDeque;

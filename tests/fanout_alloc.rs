@@ -2,6 +2,9 @@
 //! allocates one frame (plus a constant), whatever the number of subscribers. Counted with a
 //! global allocator in this test binary (one test, so no other thread allocates meanwhile).
 
+// A global allocator is `unsafe` by its nature; it only forwards to the system one.
+#![allow(unsafe_code)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -3,10 +3,11 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{run_cli, Server, BIN};
+use common::{run_cli, wait_until, Server, BIN};
 use hangin::db::{self, Db};
 
 #[tokio::test]
@@ -75,7 +76,7 @@ async fn default_data_dir_holds_database_and_private_credentials() {
         400,
         "a known client with a bad refresh token is invalid_grant, not invalid_client"
     );
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    common::sigterm(&child);
     assert!(child.wait().unwrap().success());
 }
 
@@ -120,12 +121,15 @@ async fn backup_while_writing_passes_integrity_check() {
     let server = Server::start(&[]);
     let user = server.sign_up("Back", "Up").await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Uploads committed so far: the backup starts after some, and stops after more.
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let writer = {
-        let (http, url, token, stop) = (
+        let (http, url, token, stop, written) = (
             server.http(),
             server.url("/friends"),
             user.token.clone(),
             stop.clone(),
+            written.clone(),
         );
         tokio::spawn(async move {
             let mut n = 0u32;
@@ -142,11 +146,13 @@ async fn backup_while_writing_passes_integrity_check() {
                     .unwrap();
                 assert_eq!(r.status(), 201);
                 n += 1;
+                written.store(n, std::sync::atomic::Ordering::Relaxed);
             }
             n
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let uploads = || written.load(std::sync::atomic::Ordering::Relaxed);
+    wait_until("two uploads before the backup", || uploads() >= 2).await;
     let dest = server.dir.path().join("backup.sqlite3");
     let (code, out, err) = run_cli(
         &[
@@ -159,7 +165,8 @@ async fn backup_while_writing_passes_integrity_check() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("backed up"), "{out}");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_backup = uploads();
+    wait_until("an upload after the backup", || uploads() > after_backup).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let batches = writer.await.unwrap();
     assert!(batches > 2, "the writer ran during the backup");
@@ -288,6 +295,42 @@ fn bad_config_exits_2_with_one_line_naming_the_problem() {
     one_line_exit_2(&["serve", "--config", &missing], &[], "nope.toml");
     let unreadable = dir.path().display().to_string(); // a directory cannot be read as a file
     one_line_exit_2(&["serve", "--config", &unreadable], &[], &unreadable);
+}
+
+/// `hangin config example` prints a commented file that `config check` accepts as is, even
+/// where the present configuration is broken; `--package` prints the shipped file exactly.
+#[test]
+fn config_example_is_a_valid_file_and_the_package_form_is_the_shipped_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[auth]\nnope = 1\n").unwrap();
+    let (code, out, err) = run_cli(
+        &["config", "example"],
+        &[("HANGIN_CONFIG", broken.to_str().unwrap())],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("\n[limits]\n") && out.contains("\n# "),
+        "{out}"
+    );
+    let file = dir.path().join("example.toml");
+    std::fs::write(&file, &out).unwrap();
+    let data = dir.path().join("data");
+    let (code, checked, err) = run_cli(
+        &["config", "check", "--config", file.to_str().unwrap()],
+        &[("HANGIN_DATA_DIR", data.to_str().unwrap())],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(checked.contains("listen = \"127.0.0.1:3000\""), "{checked}");
+    let (code, package, err) = run_cli(&["config", "example", "--package"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/hangin.toml"))
+            .unwrap();
+    assert!(
+        package == shipped,
+        "systemd/hangin.toml is not `hangin config example --package`"
+    );
 }
 
 #[test]

@@ -34,6 +34,23 @@ async fn connect(s: &Server) -> TcpStream {
     TcpStream::connect(("127.0.0.1", s.port)).await.unwrap()
 }
 
+/// A connection the server has admitted and keeps open: one keep-alive request answered on
+/// it proves it (instead of waiting a while and hoping the accept loop got there).
+async fn connect_admitted(s: &Server) -> TcpStream {
+    let mut c = connect(s).await;
+    c.write_all(b"GET /up HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = c.read(&mut buf).await.unwrap();
+    assert!(
+        text(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        text(&buf[..n])
+    );
+    c
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -152,9 +169,8 @@ async fn connection_cap_refuses_with_503_and_recovers() {
     ]);
     let mut held = Vec::new();
     for _ in 0..4 {
-        held.push(connect(&s).await);
+        held.push(connect_admitted(&s).await);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
     for _ in 0..3 {
         let mut extra = connect(&s).await;
         extra
@@ -171,8 +187,8 @@ async fn connection_cap_refuses_with_503_and_recovers() {
         assert_eq!(body_json(&raw)["error"], "too_many_connections");
     }
     drop(held);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = s.http().get(s.url("/up")).send().await.unwrap();
+    // The slots come back once the server has seen the closes: wait for that, not a while.
+    let r = wait_up(&s, 200).await;
     assert_eq!(r.status(), 200);
     assert!(
         s.log_lines("at most 4 connections").len() == 1,
@@ -189,9 +205,8 @@ async fn per_address_cap_counts_each_address_alone() {
     ]);
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(connect(&s).await);
+        held.push(connect_admitted(&s).await);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut fourth = connect(&s).await;
     let (_, raw, closed) = until_closed(&mut fourth, Duration::from_secs(5)).await;
     assert!(closed);
@@ -214,8 +229,8 @@ async fn per_address_cap_counts_each_address_alone() {
 
     // Slots come back when connections close.
     drop(held);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = s.http().get(s.url("/up")).send().await.unwrap();
+    // The slots come back once the server has seen the closes: wait for that, not a while.
+    let r = wait_up(&s, 200).await;
     assert_eq!(r.status(), 200);
 }
 
@@ -384,10 +399,8 @@ fn mode(path: &Path) -> u32 {
 
 #[tokio::test]
 async fn files_are_private_whatever_the_umask() {
-    // SAFETY: umask(2) cannot fail; the servers this test starts inherit it.
-    unsafe {
-        libc::umask(0o022);
-    }
+    // The servers this test starts inherit it.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     let s = Server::start_first_time(&[]);
     let u = s.sign_up("Mo", "De").await;
     upload_picture(&s, &u).await;
@@ -492,7 +505,7 @@ struct Mount {
 impl Mount {
     fn tmpfs(size: &str) -> Option<Mount> {
         // SAFETY: geteuid cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
+        if !common::is_root() {
             eprintln!("SKIPPED: mounting a tmpfs needs root (CI runs as root)");
             return None;
         }
@@ -658,7 +671,7 @@ struct Ext4 {
 impl Ext4 {
     fn mount() -> Option<Ext4> {
         // SAFETY: geteuid cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
+        if !common::is_root() {
             eprintln!("SKIPPED: a loop mount needs root (CI runs as root)");
             return None;
         }

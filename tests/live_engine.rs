@@ -293,7 +293,8 @@ async fn one_account_cannot_stall_another() {
     }
     let other = s.sign_up("Una", "Related").await;
     let mut hog_cable = s.online(&hog).await;
-    for _ in 0..20 {
+    // As in the issue, the hog asks for thousands of chats (the limit keeps 20 of them).
+    for _ in 0..10_000 {
         hog_cable
             .perform(CHATS, "createChat", json!({"name": "mine"}))
             .await;

@@ -9,7 +9,7 @@ use reqwest::header::{HeaderMap, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_A
 use reqwest::Response;
 use serde_json::{json, Value};
 
-use common::{fresh_number, Server};
+use common::{fresh_number, quiet_window, Server};
 
 const INVALID_CLIENT: &str = "Client authentication failed due to unknown client, no client authentication included, or unsupported authentication method.";
 const INVALID_GRANT: &str = "The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client.";
@@ -543,7 +543,7 @@ async fn create_is_rate_limited_per_number_and_per_address() {
     assert_rate_limited(sixth, 900).await;
     // The five codes were sent, the sixth was not; another number is not affected.
     s.nth_otp(&number, 5).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    quiet_window().await;
     assert_eq!(s.log_lines(&format!("OTP for {number}: ")).len(), 5);
     assert_eq!(s.request_code(&fresh_number()).await.status(), 204);
 

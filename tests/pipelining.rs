@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{chat_ident, Server, CHATS};
+use common::{chat_ident, quiet_window, Server, CHATS};
 use serde_json::{json, Value};
 
 fn body_of(frame: &Value) -> Option<&str> {
@@ -28,8 +28,9 @@ async fn burst_of_speaks_keeps_its_order_and_is_durable() {
     let ident = chat_ident(id);
     ca.subscribe(&ident).await;
     cb.subscribe(&ident).await;
-    let _ = ca.drain(Duration::from_millis(300)).await;
-    let _ = cb.drain(Duration::from_millis(300)).await;
+    // The (empty) histories come before the confirmations: out of the way.
+    ca.payload(&ident, "messages").await;
+    cb.payload(&ident, "messages").await;
 
     // 40 speaks back to back, one invalid in the middle, then an unsubscribe and a speak that
     // must be ignored (no longer subscribed) — all written before reading anything.
@@ -43,31 +44,41 @@ async fn burst_of_speaks_keeps_its_order_and_is_durable() {
     ca.command("unsubscribe", &ident, None).await;
     ca.perform(&ident, "speak", json!({"body": "after"})).await;
 
-    let frames = ca.drain(Duration::from_secs(2)).await;
-    let mine: Vec<String> = frames
-        .iter()
-        .filter(|f| f["identifier"] == ident.as_str())
-        .map(|f| match body_of(f) {
-            Some(b) => b.to_string(),
-            None => format!(
-                "error:{}",
-                f["message"]["error"]["code"].as_str().unwrap_or("?")
-            ),
-        })
-        .collect();
+    let label = |f: &Value| match body_of(f) {
+        Some(b) => b.to_string(),
+        None => format!(
+            "error:{}",
+            f["message"]["error"]["code"].as_str().unwrap_or("?")
+        ),
+    };
     let mut expected: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
     expected.push("error:blank_body".into());
     expected.extend((20..40).map(|i| format!("m{i}")));
+    let mut mine = Vec::new();
+    while mine.len() < expected.len() {
+        mine.push(label(
+            &ca.next_frame(|f| f["identifier"] == ident.as_str()).await,
+        ));
+    }
     assert_eq!(mine, expected);
 
-    let heard: Vec<String> = cb
-        .drain(Duration::from_secs(1))
-        .await
-        .iter()
-        .filter_map(|f| body_of(f).map(str::to_string))
-        .collect();
     let sent: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+    let mut heard = Vec::new();
+    while heard.len() < sent.len() {
+        let f = cb.next_frame(|f| body_of(f).is_some()).await;
+        heard.push(body_of(&f).unwrap().to_string());
+    }
     assert_eq!(heard, sent, "the other member hears them in order, once");
+    // Nothing more: not "after" (sent once unsubscribed), no message twice.
+    quiet_window().await;
+    let more: Vec<Value> = ca
+        .drain(Duration::from_millis(5))
+        .await
+        .into_iter()
+        .chain(cb.drain(Duration::from_millis(5)).await)
+        .filter(|f| f["identifier"] == ident.as_str())
+        .collect();
+    assert!(more.is_empty(), "{more:?}");
 
     // Durable and in order: a new subscription's history has exactly the 40.
     let mut again = server.cable(&a).await;

@@ -10,7 +10,7 @@ use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG};
 use reqwest::Response;
 use serde_json::{json, Value};
 
-use common::{fresh_number, tiny_png, Cable, Server, User, CHATS};
+use common::{fresh_number, quiet_window, tiny_png, Cable, Server, User, CHATS};
 
 const JSON_TYPE: &str = "application/json; charset=utf-8";
 const LONG_CACHE: &str = "public, max-age=31536000, immutable";
@@ -810,7 +810,7 @@ async fn invites_push_once_per_mutual_contact_with_a_device() {
     assert_eq!(r.status(), 204);
     assert!(r.bytes().await.unwrap().is_empty());
     s.wait_log_lines("push to ", 2).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    quiet_window().await;
     let all = s.log_lines("push to ");
     assert_eq!(all.len(), 2, "{all:?}");
     for (u, device) in [(&bob, &devices[0].1), (&cat, &devices[1].1)] {
@@ -906,7 +906,7 @@ async fn invites_push_once_per_mutual_contact_with_a_device() {
     .await;
     assert_eq!(got, not_found);
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    quiet_window().await;
     assert_eq!(push_lines(&s, &bob).len(), 5);
     assert_eq!(s.log_lines("push to ").len(), 6);
     for u in [&dan, &eve, &fay, &gus, &host] {

@@ -36,7 +36,8 @@ fn rules(default: u8, allowed: u8) -> Numbers {
                         .map(|bit| REGIONS[bit].to_string())
                         .collect(),
                 };
-                Numbers::from_config(&config).expect("every region of the list is known")
+                Numbers::new(&config.default_region, &config.allowed_regions)
+                    .expect("every region of the list is known")
             })
             .clone()
     })

@@ -32,7 +32,7 @@ impl HandBack {
     fn new(config: &Config) -> HandBack {
         use std::os::unix::fs::MetadataExt;
         // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
+        let root = rustix::process::geteuid().is_root();
         let owner = std::fs::metadata(&config.data_dir)
             .ok()
             .filter(|m| root && m.uid() != 0)
@@ -350,22 +350,26 @@ pub async fn restore(path: PathBuf, json: bool, config: Config) -> anyhow::Resul
 }
 
 /// Used by the server: answer on the (already bound) control socket until shutdown.
-pub fn start_control(
+pub fn control_server(
     listener: tokio::net::UnixListener,
     state: crate::state::AppState,
     started: std::time::Instant,
-) {
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let path = control::socket_path(&state.config.data_dir);
     let shutdown = state.shutdown.clone();
-    control::spawn(
+    control::serve(
         listener,
         path,
         Arc::new(Admin::live(state, started)),
         shutdown,
-    );
+    )
 }
 
 /// The `[numbers]` rules of this configuration (validated when it was loaded).
 fn numbers(config: &Config) -> anyhow::Result<crate::people::numbers::Numbers> {
-    crate::people::numbers::Numbers::from_config(&config.numbers).map_err(anyhow::Error::msg)
+    crate::people::numbers::Numbers::new(
+        &config.numbers.default_region,
+        &config.numbers.allowed_regions,
+    )
+    .map_err(anyhow::Error::msg)
 }

@@ -53,47 +53,49 @@ pub fn bind(data_dir: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serve admin requests until shutdown; the socket file is removed at the end.
-pub fn spawn(
+/// Serve admin requests until shutdown; the socket file is removed at the end, once every
+/// client's request has ended.
+pub async fn serve(
     listener: UnixListener,
     path: PathBuf,
     admin: Arc<Admin>,
     shutdown: CancellationToken,
 ) {
-    tokio::spawn(async move {
-        // SAFETY: geteuid has no preconditions.
-        let own_uid = unsafe { libc::geteuid() };
-        loop {
-            let stream = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((s, _)) => s,
-                    Err(e) => {
-                        log::warn!("control socket: accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let allowed = stream
-                .peer_cred()
-                .map(|c| c.uid() == 0 || c.uid() == own_uid)
-                .unwrap_or(false);
-            if !allowed {
-                log::warn!("control socket: refused a client of another user");
-                continue;
-            }
-            let admin = admin.clone();
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = serve_client(stream, &admin) => {}
+    let mut clients = tokio::task::JoinSet::new();
+    let own_uid = rustix::process::geteuid().as_raw();
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    log::warn!("control socket: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 }
-            });
+            },
+        };
+        let allowed = stream
+            .peer_cred()
+            .map(|c| c.uid() == 0 || c.uid() == own_uid)
+            .unwrap_or(false);
+        if !allowed {
+            log::warn!("control socket: refused a client of another user");
+            continue;
         }
-        let _ = std::fs::remove_file(&path);
-    });
+        // Reap the clients that are done, so the set holds only live ones.
+        while clients.try_join_next().is_some() {}
+        let admin = admin.clone();
+        let shutdown = shutdown.clone();
+        clients.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = serve_client(stream, &admin) => {}
+            }
+        });
+    }
+    while clients.join_next().await.is_some() {}
+    let _ = std::fs::remove_file(&path);
 }
 
 async fn serve_client(stream: UnixStream, admin: &Admin) {

@@ -233,7 +233,8 @@ impl Admin {
 
     fn view(&self, s: UserSummary, background_until: Option<i64>) -> UserView {
         let connections = self.connections(s.id);
-        let in_window = self.live.is_some() && background_until.is_some_and(|t| t > db::now_ms());
+        let in_window =
+            self.live.is_some() && background_until.is_some_and(|t| t > self.db.now_ms());
         UserView {
             online: connections.unwrap_or(0) > 0 || in_window,
             connections,
@@ -319,10 +320,11 @@ impl Admin {
         let target = self.resolve(who).await?;
         let number = target.number.clone();
         let user = target.user.as_ref().map(|u| u.id);
+        let clock = self.db.clock().clone();
         let (newly, revoked) = self
             .db
             .write(move |c| {
-                let now = db::now_ms();
+                let now = clock.now_ms();
                 let newly = repo::ban(c, &number, now)?;
                 repo::delete_codes(c, &number)?;
                 let revoked = match user {
@@ -363,10 +365,8 @@ impl Admin {
     async fn sign_out(&self, who: &str) -> AdminResult<serde_json::Value> {
         let user = self.resolve_user(who).await?;
         let id = user.id;
-        let revoked = self
-            .db
-            .write(move |c| repo::sign_out(c, id, db::now_ms()))
-            .await?;
+        let now = self.db.now_ms();
+        let revoked = self.db.write(move |c| repo::sign_out(c, id, now)).await?;
         let closed = self.take_offline(id).await?;
         log::info!(
             "admin: signed user {} out ({revoked} token(s) revoked, {closed} connection(s) closed)",
@@ -383,9 +383,8 @@ impl Admin {
         let user = self.resolve_user(who).await?;
         let id = user.id;
         // Revoke first, so nothing reconnects while the connections close.
-        self.db
-            .write(move |c| repo::sign_out(c, id, db::now_ms()))
-            .await?;
+        let now = self.db.now_ms();
+        self.db.write(move |c| repo::sign_out(c, id, now)).await?;
         let closed = self.take_offline(id).await?;
         let deleted: Deleted = self.db.write(move |c| repo::delete_user(c, id)).await?;
         if let Some(key) = &deleted.picture_key {
@@ -411,7 +410,7 @@ impl Admin {
     }
 
     pub async fn status(&self) -> AdminResult<Status> {
-        let since = local_midnight_ms(db::now_ms());
+        let since = local_midnight_ms(self.db.now_ms());
         let figures: DbFigures = self.db.read(move |c| repo::figures(c, since)).await?;
         let path = self.db.path().to_path_buf();
         let mut status = Status {
@@ -454,14 +453,16 @@ pub fn database_bytes(path: &std::path::Path) -> u64 {
 
 /// The start of today in the server's local time zone, as Unix ms.
 fn local_midnight_ms(now_ms: i64) -> i64 {
-    let secs = (now_ms / 1000) as libc::time_t;
-    // SAFETY: localtime_r writes only into `tm`; a zeroed `tm` is a valid out-parameter.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    if unsafe { libc::localtime_r(&secs, &mut tm) }.is_null() {
+    let secs = now_ms / 1000;
+    // The `time` crate's reading of the system zone (localtime_r, as before, without `unsafe`).
+    let local = time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|now| Some(now.to_offset(time::UtcOffset::local_offset_at(now).ok()?)));
+    let Some(local) = local else {
         return now_ms - now_ms.rem_euclid(86_400_000);
-    }
-    let into_day = tm.tm_hour as i64 * 3600 + tm.tm_min as i64 * 60 + tm.tm_sec as i64;
-    (secs as i64 - into_day) * 1000
+    };
+    let into_day = local.hour() as i64 * 3600 + local.minute() as i64 * 60 + local.second() as i64;
+    (secs - into_day) * 1000
 }
 
 fn to_json<T: Serialize>(value: &T) -> AdminResult<serde_json::Value> {

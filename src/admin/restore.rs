@@ -67,7 +67,7 @@ pub fn install(source: &Path, staged: &Path, db_path: &Path) -> anyhow::Result<R
             .format(time::macros::format_description!(
                 "[year][month][day]T[hour][minute][second]Z"
             ))
-            .unwrap_or_else(|_| db::now_ms().to_string());
+            .unwrap_or_else(|_| crate::clock::system_now_ms().to_string());
         let mut aside = db_path.as_os_str().to_owned();
         aside.push(format!(".before-restore-{stamp}"));
         let aside = PathBuf::from(aside);

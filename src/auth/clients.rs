@@ -1,23 +1,18 @@
 //! OAuth clients: creation (CLI and first start), listing, authentication of the token endpoint.
 
-use std::io::Write;
 use std::path::Path;
 
 use rusqlite::Connection;
 use serde::Serialize;
 
-use super::tokens::{new_secret, sha256};
 use crate::db::{self, DbResult};
+use crate::secret::{hex, new_secret, sha256};
 
 #[derive(Debug, Serialize)]
 pub struct NewClient {
     pub name: String,
     pub client_id: String,
     pub client_secret: String,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn create(conn: &Connection, name: &str) -> DbResult<NewClient> {
@@ -55,14 +50,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Write credentials to a new file only the owner can read. An existing file is never
 /// replaced: apps are configured with what it holds (the open fails with `AlreadyExists`).
 pub fn write_credentials(path: &Path, client: &NewClient) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
     let mut text = serde_json::to_string_pretty(client).expect("plain struct serializes");
     text.push('\n');
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
+    crate::private_file::write(path, text.as_bytes(), crate::private_file::Existing::Keep)
 }

@@ -56,8 +56,11 @@ pub struct Auth {
 impl Auth {
     pub fn new(db: Db, config: Arc<Config>, otp_sender: Arc<dyn OtpSender>) -> Auth {
         let per_hour = config.auth.create_per_address_per_hour;
-        let numbers = numbers::Numbers::from_config(&config.numbers)
-            .expect("[numbers] is checked by Config::validate");
+        let numbers = numbers::Numbers::new(
+            &config.numbers.default_region,
+            &config.numbers.allowed_regions,
+        )
+        .expect("[numbers] is checked by Config::validate");
         Auth {
             db,
             config,
@@ -84,7 +87,7 @@ impl Auth {
         // Cheap check first, so a flood does not cost argon2 work.
         {
             let number = number.clone();
-            let now = db::now_ms();
+            let now = self.db.now_ms();
             self.db
                 .read(move |c| match db::admin::is_banned(c, &number)? {
                     true => Ok(Err(None)),
@@ -99,12 +102,13 @@ impl Auth {
         }
         let code = otp::generate_code();
         let hash = self.hasher.hash(code.clone()).await?;
-        let ttl_ms = self.config.auth.otp_ttl_seconds as i64 * 1000;
+        let ttl_ms = self.config.auth.otp_ttl.as_millis() as i64;
         let (code_id, expires_at) = {
             let number = number.clone();
+            let clock = self.db.clock().clone();
             self.db
                 .write(move |c| {
-                    let now = db::now_ms();
+                    let now = clock.now_ms();
                     // Again inside the write: a ban committed meanwhile wins.
                     if db::admin::is_banned(c, &number)? {
                         return Ok(Err(None));

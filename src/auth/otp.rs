@@ -164,8 +164,8 @@ impl From<&AuthConfig> for SendLimits {
     fn from(a: &AuthConfig) -> Self {
         SendLimits {
             per_window: a.otp_per_number,
-            window_ms: a.otp_window_seconds as i64 * 1000,
-            resend_ms: a.otp_resend_seconds as i64 * 1000,
+            window_ms: a.otp_window.as_millis() as i64,
+            resend_ms: a.otp_resend.as_millis() as i64,
         }
     }
 }

@@ -2,15 +2,12 @@
 
 use std::net::IpAddr;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use rand::RngCore;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::{clients, AuthError};
 use crate::auth::Auth;
 use crate::db::{self, users::UserId, Db, DbResult};
+use crate::secret::{new_secret, sha256};
 
 /// The parameters of `POST /oauth/token`, from wherever they came (query, body, Basic auth).
 #[derive(Debug, Default, Clone)]
@@ -49,17 +46,6 @@ pub enum TokenProblem {
     Revoked,
     /// The database could not be asked; not the client's fault.
     Unavailable,
-}
-
-/// 32 random bytes, base64url without padding: 43 characters, like Doorkeeper's tokens.
-pub fn new_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-pub fn sha256(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
 }
 
 fn blank(v: &Option<String>) -> bool {
@@ -151,7 +137,7 @@ pub(super) async fn grant(
     if !blank(&req.scope) {
         return Err(AuthError::InvalidScope);
     }
-    let ttl = auth.config.auth.access_token_ttl_seconds as i64;
+    let ttl = auth.config.auth.access_token_ttl.as_secs() as i64;
     match grant_type.as_str() {
         "password" => {
             if blank(&req.number) {
@@ -198,8 +184,9 @@ async fn password_grant(
 ) -> Result<TokenResponse, AuthError> {
     let live = {
         let number = number.clone();
+        let clock = auth.db.clock().clone();
         auth.db
-            .read(move |c| db::otp::newest_live(c, &number, db::now_ms()))
+            .read(move |c| db::otp::newest_live(c, &number, clock.now_ms()))
             .await?
     };
     let Some(stored) = live else {
@@ -219,10 +206,11 @@ async fn password_grant(
         return Err(AuthError::InvalidGrant);
     }
     let (secrets, hashes) = new_pair();
+    let clock = auth.db.clock().clone();
     let issued = auth
         .db
         .write(move |c| {
-            let now = db::now_ms();
+            let now = clock.now_ms();
             if !db::otp::consume(c, id, now)? {
                 return Ok(None);
             }
@@ -246,12 +234,13 @@ async fn refresh_grant(
 ) -> Result<TokenResponse, AuthError> {
     let presented = sha256(&refresh_token);
     let (secrets, hashes) = new_pair();
+    let clock = db.clock().clone();
     let issued = db
         .write(move |c| {
             let Some(old) = db::tokens::by_refresh_hash(c, &presented)? else {
                 return Ok(None);
             };
-            let now = db::now_ms();
+            let now = clock.now_ms();
             if old.client_id != client_id || !db::tokens::spend_refresh(c, old.id, now)? {
                 return Ok(None);
             }
@@ -276,7 +265,7 @@ pub(super) async fn authenticate(db: &Db, token: &str) -> Result<UserId, TokenPr
             TokenProblem::Unavailable
         })?
         .ok_or(TokenProblem::Invalid)?;
-    let now = db::now_ms();
+    let now = db.now_ms();
     // Doorkeeper retires the previous pair on first presentation, even of an expired token.
     if let Some(previous) = row.previous_token_id {
         let id = row.id;

@@ -20,7 +20,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Map;
 use tokio_util::sync::CancellationToken;
 
-use self::protocol::{ChannelRef, Command};
+use self::protocol::{Action, ChannelRef, Command};
 use crate::auth::TokenProblem;
 use crate::channels::ChannelError;
 use crate::http::error::ApiError;
@@ -131,7 +131,7 @@ impl Connection {
             sink,
             rx,
             handle.kill.clone(),
-            Duration::from_secs(state.config.cable.ping_seconds),
+            state.config.cable.ping,
         ));
         handle.send(Utf8Bytes::from_static(protocol::WELCOME));
         let conn = Connection {
@@ -212,7 +212,7 @@ impl Connection {
     /// The connection has ended: close the socket, then commit what was read and leave every
     /// channel.
     async fn finish(
-        mut self,
+        self,
         stream: Stream,
         mut speaking: FuturesOrdered<PendingSpeech>,
         mut writer: tokio::task::JoinHandle<WriterDone>,
@@ -252,7 +252,7 @@ impl Connection {
         }
         // What was read is committed and published, as if handled one by one.
         while speaking.next().await.is_some() {}
-        self.cleanup();
+        // `self` drops here, and with it the subscriptions and the registration (`Drop`).
     }
 
     fn close_with(&self, code: u16, why: &'static str) {
@@ -267,16 +267,23 @@ impl Connection {
     /// A `speak` on a subscribed chat becomes a commit to await (`Ok`); anything else is
     /// handed back to be dispatched in order.
     fn pending_speech(&self, command: Command) -> Result<PendingSpeech, Command> {
-        let Command::Message { identifier, data } = command else {
+        let Command::Message {
+            identifier,
+            action: Action::Speak,
+            data,
+        } = command
+        else {
             return Err(command);
         };
         let (identifier, chat) = match self.subscriptions.get_key_value(identifier.as_str()) {
-            Some((ident, ChannelRef::Chat(chat)))
-                if data.get("action").and_then(|a| a.as_str()) == Some("speak") =>
-            {
-                (ident.clone(), *chat)
+            Some((ident, ChannelRef::Chat(chat))) => (ident.clone(), *chat),
+            _ => {
+                return Err(Command::Message {
+                    identifier,
+                    action: Action::Speak,
+                    data,
+                })
             }
-            _ => return Err(Command::Message { identifier, data }),
         };
         let engine = self.state.engine.clone();
         let handle = self.handle.clone();
@@ -292,7 +299,11 @@ impl Connection {
                 self.unsubscribe(&identifier);
                 Ok(())
             }
-            Command::Message { identifier, data } => self.perform(&identifier, data).await,
+            Command::Message {
+                identifier,
+                action,
+                data,
+            } => self.perform(&identifier, action, data).await,
         };
         if let Err(e) = result {
             log::warn!("cable action failed for user {}: {e}", self.handle.user.0);
@@ -369,6 +380,7 @@ impl Connection {
     async fn perform(
         &mut self,
         identifier: &str,
+        action: Action,
         data: serde_json::Value,
     ) -> Result<(), ChannelError> {
         let Some((ident, channel)) = self
@@ -379,20 +391,21 @@ impl Connection {
             log::debug!("ignoring a message for an identifier that is not subscribed");
             return Ok(());
         };
-        let action = data.get("action").and_then(|a| a.as_str()).unwrap_or("");
         let engine = self.state.engine.clone();
         match (channel, action) {
-            (ChannelRef::Chats, "createChat") => {
+            (ChannelRef::Chats, Action::CreateChat) => {
                 engine.create_chat(&self.handle, identifier, &data);
                 Ok(())
             }
-            (ChannelRef::Chats, "go_to_background") => engine.go_to_background(&self.handle).await,
-            (ChannelRef::Chat(id), "speak") => {
+            (ChannelRef::Chats, Action::GoToBackground) => {
+                engine.go_to_background(&self.handle).await
+            }
+            (ChannelRef::Chat(id), Action::Speak) => {
                 engine.speak(&self.handle, ident, id, &data).await;
                 Ok(())
             }
             (_, other) => {
-                log::debug!("ignoring unknown action {other:?}");
+                log::debug!("ignoring unknown action {:?}", other.name());
                 Ok(())
             }
         }
@@ -404,6 +417,14 @@ impl Connection {
             self.leave(&identifier, channel);
         }
         self.state.hub.unregister(self.handle.id);
+    }
+}
+
+/// Subscriptions and the hub registration end with the connection however its task ends: a
+/// normal close, an error path, or the task being dropped at shutdown.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.cleanup();
     }
 }
 

@@ -33,9 +33,62 @@ pub fn reject(identifier: &str) -> String {
 /// A client command as sent: the identifier is kept as the exact string for echoing.
 #[derive(Debug, PartialEq)]
 pub enum Command {
-    Subscribe { identifier: String },
-    Unsubscribe { identifier: String },
-    Message { identifier: String, data: Value },
+    Subscribe {
+        identifier: String,
+    },
+    Unsubscribe {
+        identifier: String,
+    },
+    /// `data` stays whole: the channel validates the fields of its action (`speak`'s body,
+    /// kind and status answer with their own `error` payloads).
+    Message {
+        identifier: String,
+        action: Action,
+        data: Value,
+    },
+}
+
+/// The `action` of a `message` command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `ChatChannel`: send a message.
+    Speak,
+    /// `ChatsChannel`: start a chat.
+    CreateChat,
+    /// `ChatsChannel`: the app goes to the background.
+    GoToBackground,
+    /// Anything else, including a missing or non-string `action` (as ""): ignored once the
+    /// subscription is found, like an action the channel does not define.
+    Unknown(String),
+}
+
+impl Action {
+    fn of(data: &Value) -> Action {
+        match data.get("action").and_then(Value::as_str).unwrap_or("") {
+            "speak" => Action::Speak,
+            "createChat" => Action::CreateChat,
+            "go_to_background" => Action::GoToBackground,
+            other => Action::Unknown(other.to_string()),
+        }
+    }
+
+    /// The action as the client named it.
+    pub fn name(&self) -> &str {
+        match self {
+            Action::Speak => "speak",
+            Action::CreateChat => "createChat",
+            Action::GoToBackground => "go_to_background",
+            Action::Unknown(name) => name,
+        }
+    }
+}
+
+/// The `command` of a frame.
+#[derive(Clone, Copy)]
+enum CommandKind {
+    Subscribe,
+    Unsubscribe,
+    Message,
 }
 
 /// Why a frame was ignored (logged, never answered).
@@ -75,10 +128,17 @@ pub fn parse_command(text: &str) -> Result<Command, BadFrame> {
         Some(Value::String(s)) => s,
         _ => return Err(BadFrame::NoIdentifier),
     };
-    match command.as_str() {
-        "subscribe" => Ok(Command::Subscribe { identifier }),
-        "unsubscribe" => Ok(Command::Unsubscribe { identifier }),
-        "message" => {
+    // A missing identifier is reported before an unknown command name, as before the enum.
+    let kind = match command.as_str() {
+        "subscribe" => CommandKind::Subscribe,
+        "unsubscribe" => CommandKind::Unsubscribe,
+        "message" => CommandKind::Message,
+        _ => return Err(BadFrame::UnknownCommand(command)),
+    };
+    match kind {
+        CommandKind::Subscribe => Ok(Command::Subscribe { identifier }),
+        CommandKind::Unsubscribe => Ok(Command::Unsubscribe { identifier }),
+        CommandKind::Message => {
             let data = match raw.data {
                 Some(Value::String(s)) => match serde_json::from_str::<Value>(&s) {
                     Ok(v @ Value::Object(_)) => v,
@@ -86,9 +146,12 @@ pub fn parse_command(text: &str) -> Result<Command, BadFrame> {
                 },
                 _ => return Err(BadFrame::BadData),
             };
-            Ok(Command::Message { identifier, data })
+            Ok(Command::Message {
+                identifier,
+                action: Action::of(&data),
+                data,
+            })
         }
-        other => Err(BadFrame::UnknownCommand(other.to_string())),
     }
 }
 
@@ -149,8 +212,41 @@ mod tests {
             .unwrap(),
             Command::Message {
                 identifier: "{}".into(),
+                action: Action::Speak,
                 data: serde_json::json!({"action":"speak"})
             }
+        );
+        let action = |data: &str| match parse_command(
+            &serde_json::json!({
+                "command": "message", "identifier": "{}", "data": data
+            })
+            .to_string(),
+        ) {
+            Ok(Command::Message { action, .. }) => action,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(action(r#"{"action":"createChat"}"#), Action::CreateChat);
+        assert_eq!(
+            action(r#"{"action":"go_to_background"}"#),
+            Action::GoToBackground
+        );
+        assert_eq!(
+            action(r#"{"action":"subscribed"}"#),
+            Action::Unknown("subscribed".into())
+        );
+        assert_eq!(action(r#"{"action":7}"#), Action::Unknown(String::new()));
+        assert_eq!(action("{}"), Action::Unknown(String::new()));
+        assert_eq!(
+            parse_command(r#"{"command":"explode","identifier":"{}"}"#),
+            Err(BadFrame::UnknownCommand("explode".into()))
+        );
+        assert_eq!(
+            parse_command(r#"{"command":"explode"}"#),
+            Err(BadFrame::NoIdentifier)
+        );
+        assert_eq!(
+            parse_command(r#"{"command":"subscribe","identifier":{}}"#),
+            Err(BadFrame::NoIdentifier)
         );
         assert_eq!(parse_command("not json"), Err(BadFrame::NotAnObject));
         assert_eq!(parse_command("[]"), Err(BadFrame::NotAnObject));

@@ -17,7 +17,10 @@ impl Engine {
         ended
     }
 
-    pub fn spawn_sweeper(self: &Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+    pub fn spawn_sweeper(
+        self: &Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let engine = self.clone();
         tokio::spawn(async move {
             loop {
@@ -35,6 +38,6 @@ impl Engine {
                     }
                 }
             }
-        });
+        })
     }
 }

@@ -94,7 +94,7 @@ impl Engine {
                 })
             })
             .await?;
-        let window_ms = config.cable.background_window_seconds as i64 * 1000;
+        let window_ms = config.cable.background_window.as_millis() as i64;
         let (world, outs) = World::restore(
             stored,
             db::now_ms(),
@@ -318,16 +318,18 @@ impl Engine {
 /// The base of absolute picture URLs in cable frames: `public_url`, else derived from the
 /// address the server is bound to.
 fn server_base(config: &Config, bound: Option<(std::net::SocketAddr, bool)>) -> String {
-    if !config.public_url.is_empty() {
-        return config.public_url.trim_end_matches('/').to_string();
+    if let Some(url) = &config.public_url {
+        return url.clone();
     }
     match bound {
         // `<host>.local` for 0.0.0.0 / `::` (docs/hardening.md "Absolute URLs").
         Some((addr, tls)) => {
-            crate::http::client_ip::public_base(config, (!tls).then_some(addr), tls.then_some(addr))
+            crate::host::public_base(config, (!tls).then_some(addr), tls.then_some(addr))
         }
-        None if config.listen.is_empty() => format!("https://{}", config.tls.listen),
-        None => format!("http://{}", config.listen),
+        None => match (config.listen, config.tls.listen) {
+            (Some(addr), _) => format!("http://{addr}"),
+            (None, tls) => format!("https://{}", tls.map(|a| a.to_string()).unwrap_or_default()),
+        },
     }
 }
 

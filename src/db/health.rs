@@ -28,7 +28,7 @@ impl DbError {
             | DbError::Migration(rusqlite_migration::Error::RusqliteError { err: e, .. }) => {
                 sqlite_is_storage_fault(e)
             }
-            DbError::WriterGone => true,
+            DbError::WriterGone | DbError::QueueFull => true,
             DbError::Io(e) => io_is_storage_fault(e),
             _ => false,
         }
@@ -94,38 +94,36 @@ pub fn file_id(path: &Path) -> std::io::Result<FileId> {
 /// Compare the database file with the one we opened every second; when it is gone or another
 /// file, call `lost` once with a sentence saying so. (Writes would otherwise be acknowledged into
 /// an unlinked inode and vanish at the next start.)
-pub fn watch_file(
+pub async fn watch_file(
     path: PathBuf,
     opened: FileId,
     shutdown: CancellationToken,
     lost: impl FnOnce(String) + Send + 'static,
 ) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(WATCH_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let path2 = path.clone();
-            let now = tokio::task::spawn_blocking(move || file_id(&path2)).await;
-            let why = match now {
-                Ok(Ok(id)) if id == opened => continue,
-                Ok(Ok(_)) => "was replaced by another file",
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => "was deleted",
-                // Permission trouble or I/O errors on stat say nothing certain; look again.
-                Ok(Err(_)) | Err(_) => continue,
-            };
-            lost(format!(
-                "database file {} {why} while the server was running; stopping so that the \
-                 service manager restarts it on the file now there (restore a backup if that \
-                 was not intended)",
-                path.display()
-            ));
-            return;
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
         }
-    });
+        let path2 = path.clone();
+        let now = tokio::task::spawn_blocking(move || file_id(&path2)).await;
+        let why = match now {
+            Ok(Ok(id)) if id == opened => continue,
+            Ok(Ok(_)) => "was replaced by another file",
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => "was deleted",
+            // Permission trouble or I/O errors on stat say nothing certain; look again.
+            Ok(Err(_)) | Err(_) => continue,
+        };
+        lost(format!(
+            "database file {} {why} while the server was running; stopping so that the \
+             service manager restarts it on the file now there (restore a backup if that \
+             was not intended)",
+            path.display()
+        ));
+        return;
+    }
 }
 
 /// The answer of the last write probe, shared by `/up` callers.
@@ -208,10 +206,7 @@ pub fn secure_data_dir(dir: &Path) -> std::io::Result<()> {
 /// Files and directories created from now on are the service user's alone (0600 / 0700),
 /// whatever umask the shell or unit gave us. Called at the start of every command.
 pub fn private_umask() {
-    // SAFETY: umask(2) cannot fail.
-    unsafe {
-        libc::umask(0o077);
-    }
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }
 
 #[cfg(test)]

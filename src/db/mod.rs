@@ -20,16 +20,29 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use include_dir::{include_dir, Dir};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::Migrations;
 use tokio::sync::oneshot;
+
+use crate::clock::Clock;
 
 static MIGRATIONS_DIR: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 4096;
+/// Read connections kept open between reads.
 const READERS: usize = 4;
+/// Most read connections open at once: a burst beyond [`READERS`] opens short-lived extra ones
+/// up to here, then waits for one to come back rather than opening connections without end.
+const MAX_READERS: usize = 16;
+/// Most writes queued for the writer. [`Db::submit`] is called under the engine's lock and must
+/// never block, so a full queue refuses at once ([`DbError::QueueFull`], a storage fault: the
+/// client is told to retry later) instead of waiting. The bound sits far above what a healthy
+/// server has in flight — every connection awaits its own writes, the engine queues a few per
+/// event, 10 000 connections at most — so it is only reached when the disk has stopped
+/// committing, and then refusing beats growing the queue until the OOM killer ends the server.
+pub const WRITE_QUEUE: usize = 65_536;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -39,6 +52,8 @@ pub enum DbError {
     Migration(#[from] rusqlite_migration::Error),
     #[error("the database writer has stopped")]
     WriterGone,
+    #[error("the database write queue is full")]
+    QueueFull,
     #[error("database task failed: {0}")]
     Task(String),
     #[error("{0}")]
@@ -67,9 +82,11 @@ pub struct Db {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    writer: Mutex<Option<mpsc::SyncSender<WriteJob>>>,
     writer_alive: Arc<AtomicBool>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<ReadPool>,
+    reader_returned: Condvar,
+    clock: Clock,
     stats: Arc<WriteStats>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -130,6 +147,11 @@ pub fn migrate(path: &Path) -> DbResult<usize> {
 impl Db {
     /// Open (creating and migrating as needed) the database at `path` and start the writer.
     pub fn open(path: &Path) -> DbResult<Db> {
+        Db::open_with_clock(path, Clock::system())
+    }
+
+    /// [`Db::open`] with the clock the server's decisions take their time from.
+    pub fn open_with_clock(path: &Path, clock: Clock) -> DbResult<Db> {
         let ran = migrate(path)?;
         if ran > 0 {
             log::info!("database {}: applied {ran} migration(s)", path.display());
@@ -144,7 +166,7 @@ impl Db {
             configure(&conn)?;
             readers.push(conn);
         }
-        let (tx, rx) = mpsc::channel::<WriteJob>();
+        let (tx, rx) = mpsc::sync_channel::<WriteJob>(WRITE_QUEUE);
         let stats = Arc::new(WriteStats::default());
         let alive = Arc::new(AtomicBool::new(true));
         let thread = {
@@ -162,7 +184,12 @@ impl Db {
                 path: path.to_path_buf(),
                 writer: Mutex::new(Some(tx)),
                 writer_alive: alive,
-                readers: Mutex::new(readers),
+                readers: Mutex::new(ReadPool {
+                    open: readers.len(),
+                    idle: readers,
+                }),
+                reader_returned: Condvar::new(),
+                clock,
                 stats,
                 writer_thread: Mutex::new(Some(thread)),
             }),
@@ -175,6 +202,15 @@ impl Db {
 
     pub fn stats(&self) -> &WriteStats {
         &self.inner.stats
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// Unix ms by the server's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
     }
 
     pub fn writer_alive(&self) -> bool {
@@ -210,7 +246,8 @@ impl Db {
 
     /// Queue a write without waiting for it: `done` runs on the writer thread with the outcome
     /// once the batch's commit is known, in queue order. Never blocks, so it may be called
-    /// under a lock; the engine queues its presence changes this way.
+    /// under a lock; the engine queues its presence changes this way. Fails at once with
+    /// [`DbError::QueueFull`] when [`WRITE_QUEUE`] writes are waiting.
     pub fn submit<T, F, D>(&self, f: F, done: D) -> DbResult<()>
     where
         T: Send + 'static,
@@ -236,7 +273,10 @@ impl Db {
         });
         let guard = self.inner.writer.lock();
         let sender = guard.as_ref().ok_or(DbError::WriterGone)?;
-        sender.send(job).map_err(|_| DbError::WriterGone)
+        sender.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => DbError::QueueFull,
+            mpsc::TrySendError::Disconnected(_) => DbError::WriterGone,
+        })
     }
 
     /// Resolves once every write queued before it has been committed.
@@ -256,11 +296,6 @@ impl Db {
             .map_err(|e| DbError::Task(e.to_string()))?
     }
 
-    /// Blocking read for CLI commands and startup.
-    pub fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> DbResult<T>) -> DbResult<T> {
-        self.inner.with_reader(f)
-    }
-
     /// Stop accepting writes, let the writer commit what is queued, and wait for it.
     pub fn close(&self) {
         self.inner.writer.lock().take();
@@ -268,34 +303,69 @@ impl Db {
             let _ = handle.join();
         }
     }
+}
 
-    /// Copy the live database to `dest` with SQLite's online backup API (safe while writing).
-    pub fn backup_to(&self, dest: &Path) -> DbResult<()> {
-        backup(&self.inner.path, dest)
+/// The read connections: those idle, and how many exist (idle or in use).
+struct ReadPool {
+    idle: Vec<Connection>,
+    open: usize,
+}
+
+/// One read's claim on a place in the pool; gives it back however the read ends (a failed
+/// open or a panic included), keeping [`READERS`] connections and closing the extras.
+struct Lease<'a> {
+    inner: &'a Inner,
+    conn: Option<Connection>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let mut pool = self.inner.readers.lock();
+        match self.conn.take() {
+            Some(c) if pool.idle.len() < READERS => pool.idle.push(c),
+            _ => pool.open -= 1,
+        }
+        drop(pool);
+        self.inner.reader_returned.notify_one();
     }
 }
 
 impl Inner {
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> DbResult<T>) -> DbResult<T> {
-        let pooled = self.readers.lock().pop();
-        let conn = match pooled {
-            Some(c) => c,
-            None => {
-                // All pooled readers busy: a short-lived extra connection beats waiting.
-                let c = Connection::open_with_flags(
-                    &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                configure(&c)?;
-                c
-            }
+        let mut lease = Lease {
+            inner: self,
+            conn: None,
         };
-        let result = f(&conn);
-        let mut pool = self.readers.lock();
-        if pool.len() < READERS {
-            pool.push(conn);
+        {
+            let mut pool = self.readers.lock();
+            loop {
+                if let Some(c) = pool.idle.pop() {
+                    lease.conn = Some(c);
+                    break;
+                }
+                if pool.open < MAX_READERS {
+                    pool.open += 1;
+                    break;
+                }
+                // Reads run on blocking threads (`Db::read`), never on the runtime.
+                self.reader_returned.wait(&mut pool);
+            }
         }
-        result
+        let conn = match lease.conn.take() {
+            Some(c) => c,
+            // All kept readers busy: a short-lived extra connection beats waiting.
+            None => self.open_reader()?,
+        };
+        f(lease.conn.insert(conn))
+    }
+
+    fn open_reader(&self) -> DbResult<Connection> {
+        let c = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&c)?;
+        Ok(c)
     }
 }
 
@@ -394,12 +464,10 @@ pub fn backup(src: &Path, dest: &Path) -> DbResult<()> {
     Ok(())
 }
 
-/// Milliseconds since the Unix epoch.
+/// Unix ms by the system clock, for the repository functions' record-keeping stamps. Decisions
+/// by time take it from the server's [`Clock`] ([`Db::now_ms`]) instead.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    crate::clock::system_now_ms()
 }
 
 /// The server's persistent identity (created on first use).
@@ -416,4 +484,80 @@ pub fn server_uuid(conn: &Connection) -> DbResult<String> {
         [&id],
     )?;
     Ok(conn.query_row("SELECT uuid FROM server WHERE id = 1", [], |r| r.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("test.sqlite3")).unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn a_full_write_queue_refuses_at_once() {
+        let (_dir, db) = open();
+        // Hold the writer inside one job, so nothing more leaves the queue.
+        let (started_tx, started_rx) = mpsc::channel::<()>();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        db.submit(
+            move |_| {
+                started_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                Ok(())
+            },
+            |_: DbResult<()>| {},
+        )
+        .unwrap();
+        started_rx.recv().unwrap();
+        for _ in 0..WRITE_QUEUE {
+            db.submit(|_| Ok(()), |_: DbResult<()>| {}).unwrap();
+        }
+        let asked = Instant::now();
+        let refused = db.submit(|_| Ok(()), |_: DbResult<()>| {});
+        assert!(matches!(refused, Err(DbError::QueueFull)), "{refused:?}");
+        assert!(asked.elapsed() < Duration::from_secs(1), "submit waited");
+        assert!(DbError::QueueFull.is_storage_fault());
+        release_tx.send(()).unwrap();
+        db.close();
+        assert_eq!(
+            db.stats().writes.load(Ordering::Relaxed),
+            WRITE_QUEUE as u64 + 1
+        );
+    }
+
+    #[test]
+    fn reads_beyond_the_pool_wait_instead_of_opening_more() {
+        let (_dir, db) = open();
+        let inner = db.inner.clone();
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let readers: Vec<_> = (0..MAX_READERS * 3)
+            .map(|_| {
+                let (inner, now, most) = (inner.clone(), now.clone(), most.clone());
+                std::thread::spawn(move || {
+                    inner.with_reader(|c| {
+                        let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(at_once, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)
+                    })
+                })
+            })
+            .collect();
+        for r in readers {
+            assert_eq!(r.join().unwrap().unwrap(), 1);
+        }
+        assert!(most.load(Ordering::SeqCst) <= MAX_READERS);
+        let pool = inner.readers.lock();
+        assert_eq!(pool.idle.len(), READERS, "the extras are closed again");
+        assert_eq!(pool.open, READERS);
+        drop(pool);
+        db.close();
+    }
 }

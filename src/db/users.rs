@@ -73,19 +73,6 @@ pub fn mutual_pairs(conn: &Connection) -> DbResult<Vec<(UserId, UserId)>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Users by id, in the order of `ids` (missing ids are skipped).
-pub fn by_ids(conn: &Connection, ids: &[UserId]) -> DbResult<Vec<User>> {
-    let mut stmt =
-        conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?;
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(u) = stmt.query_row([id.0], user_from_row).optional()? {
-            out.push(u);
-        }
-    }
-    Ok(out)
-}
-
 /// Create the user of a newly verified number and link every address book that holds it.
 pub fn create(conn: &Connection, number: &str) -> DbResult<User> {
     let now = now_ms();

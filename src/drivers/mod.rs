@@ -6,6 +6,7 @@
 pub mod http_client;
 pub mod otp;
 pub mod push;
+pub mod retry;
 pub mod signing;
 pub mod webhook;
 

@@ -13,9 +13,6 @@ use super::signing::{self, Signer};
 use super::DriverError;
 use crate::config::WebhookConfig;
 
-/// First pause between tries; doubled after each further failure.
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-
 pub struct WebhookEndpoint {
     driver: &'static str,
     url: reqwest::Url,
@@ -79,38 +76,26 @@ impl WebhookEndpoint {
     pub async fn deliver(&self, body: &serde_json::Value) -> Result<(), DriverError> {
         let body = serde_json::to_vec(body).expect("JSON values serialize");
         let id = signing::new_message_id();
-        let mut backoff = FIRST_BACKOFF;
-        let mut last_failure = String::new();
-        for attempt in 1..=self.tries {
-            if attempt > 1 {
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
+        let (id, body) = (&id, &body);
+        super::retry::with_backoff(self.tries, |attempt| async move {
+            let tried = self.try_once(id, body).await;
+            if let Err((failure, _)) = &tried {
+                log::debug!(
+                    "{} webhook try {attempt}/{} to {} failed: {failure}",
+                    self.driver,
+                    self.tries,
+                    self.url
+                );
             }
-            match self.try_once(&id, &body).await {
-                Ok(()) => return Ok(()),
-                Err((failure, retry)) => {
-                    log::debug!(
-                        "{} webhook try {attempt}/{} to {} failed: {failure}",
-                        self.driver,
-                        self.tries,
-                        self.url
-                    );
-                    last_failure = failure;
-                    if !retry {
-                        break;
-                    }
-                }
-            }
-        }
-        Err(DriverError::delivery(
-            self.driver,
-            format!("webhook {}: {last_failure}", self.url),
-        ))
+            tried
+        })
+        .await
+        .map_err(|last| DriverError::delivery(self.driver, format!("webhook {}: {last}", self.url)))
     }
 
     /// One POST; on failure the reason and whether another try may help.
     async fn try_once(&self, id: &str, body: &[u8]) -> Result<(), (String, bool)> {
-        let timestamp = crate::db::now_ms() / 1000;
+        let timestamp = crate::clock::system_now_ms() / 1000;
         let mut headers = self.headers.clone();
         let signed = [
             ("webhook-id", id.to_string()),

@@ -8,60 +8,8 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 
 use super::error::ApiError;
-use crate::config::Config;
+use crate::net::{Cidr, Peer};
 use crate::state::AppState;
-
-/// Set on every request by the listener that accepted its connection.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    pub tls: bool,
-}
-
-/// An address range of `trusted_proxies`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Cidr {
-    net: IpAddr,
-    bits: u8,
-}
-
-impl Cidr {
-    pub fn parse(s: &str) -> Option<Cidr> {
-        let (addr, bits) = match s.split_once('/') {
-            Some((a, b)) => (a.parse::<IpAddr>().ok()?, Some(b.parse::<u8>().ok()?)),
-            None => (s.parse::<IpAddr>().ok()?, None),
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let bits = bits.unwrap_or(max);
-        (bits <= max).then_some(Cidr { net: addr, bits })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        match (self.net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = if self.bits == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - self.bits)
-                };
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = if self.bits == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - self.bits)
-                };
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
-    }
-}
 
 /// Facts about the request's origin.
 #[derive(Debug, Clone)]
@@ -69,7 +17,7 @@ pub struct Origin {
     pub ip: IpAddr,
     /// Base for absolute URLs in this request's own response: `public_url`, else the scheme and
     /// `Host` this client used. Only ever used for the requester's own response; frames and
-    /// anything other users receive use [`public_base`].
+    /// anything other users receive use [`crate::host::public_base`].
     pub base_url: String,
 }
 
@@ -119,8 +67,8 @@ pub fn origin(state: &AppState, headers: &HeaderMap, peer: Option<Peer>) -> Orig
         .iter()
         .any(|c| c.contains(peer.addr.ip()));
     let ip = client_ip(&state.trusted_proxies, headers, peer.addr.ip());
-    let base_url = if !state.config.public_url.is_empty() {
-        state.config.public_url.trim_end_matches('/').to_string()
+    let base_url = if let Some(url) = &state.config.public_url {
+        url.clone()
     } else {
         let forwarded_proto = headers
             .get("x-forwarded-proto")
@@ -164,37 +112,6 @@ fn valid_host(host: &str) -> bool {
     port_ok && name_ok
 }
 
-/// The one base of absolute URLs in everything the server sends to users other than the
-/// requester (cable frames above all): `public_url` when set, else derived at start from the
-/// bound listeners — never from any request's `Host`.
-///
-/// Derivation: the plain listener if there is one (`http`), else the TLS one (`https`); its
-/// address when it is a specific one, `<host name>.local` (the name mDNS announces) when it is
-/// the unspecified address `0.0.0.0` / `::`; the bound port. Pass the bound addresses (so port 0
-/// becomes the real port); `None` falls back to the configured ones.
-pub fn public_base(config: &Config, http: Option<SocketAddr>, tls: Option<SocketAddr>) -> String {
-    if !config.public_url.is_empty() {
-        return config.public_url.trim_end_matches('/').to_string();
-    }
-    let (scheme, addr) = match (
-        http.or_else(|| config.listen_addr()),
-        tls.or_else(|| config.tls_addr()),
-    ) {
-        (Some(a), _) => ("http", a),
-        (None, Some(a)) => ("https", a),
-        (None, None) => return "http://localhost".into(),
-    };
-    let host = if addr.ip().is_unspecified() {
-        format!("{}.local", crate::host::host_name())
-    } else {
-        match addr.ip() {
-            IpAddr::V6(v6) => format!("[{v6}]"),
-            v4 => v4.to_string(),
-        }
-    };
-    format!("{scheme}://{host}:{}", addr.port())
-}
-
 impl FromRequestParts<AppState> for Origin {
     type Rejection = ApiError;
 
@@ -213,6 +130,8 @@ impl FromRequestParts<AppState> for Origin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::host::public_base;
 
     #[test]
     fn forwarded_for_walks_from_the_right() {
@@ -265,15 +184,15 @@ mod tests {
         let mut c = Config::default();
         let bound: SocketAddr = "127.0.0.1:4321".parse().unwrap();
         assert_eq!(public_base(&c, Some(bound), None), "http://127.0.0.1:4321");
-        c.listen = "0.0.0.0:3000".into();
+        c.listen = Some("0.0.0.0:3000".parse().unwrap());
         assert_eq!(
             public_base(&c, None, None),
             format!("http://{}.local:3000", crate::host::host_name())
         );
-        c.listen = String::new();
-        c.tls.listen = "[::]:3443".into();
+        c.listen = None;
+        c.tls.listen = Some("[::]:3443".parse().unwrap());
         assert!(public_base(&c, None, None).starts_with("https://"));
-        c.public_url = "https://chat.example.org/".into();
+        c.public_url = Some("https://chat.example.org".into());
         assert_eq!(
             public_base(&c, Some(bound), None),
             "https://chat.example.org"

@@ -24,8 +24,8 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::client_ip::Cidr;
 use crate::config::LimitsConfig;
+use crate::net::Cidr;
 
 /// Refused connections kept open at once while their 503 is read.
 const LINGER_MAX: usize = 32;
@@ -37,25 +37,17 @@ pub const FD_RESERVE: u64 = 128 + LINGER_MAX as u64;
 
 /// Raise the soft open-file limit to the hard limit; (before, after).
 // `rlim_t` is 32 bits wide on some 32-bit ARM targets: the casts are not idle there.
-#[allow(clippy::unnecessary_cast)]
 pub fn raise_nofile() -> (u64, u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscalls on a stack struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return (0, 0);
-        }
-        let before = lim.rlim_cur;
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        (before as u64, lim.rlim_cur as u64)
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    // `None` is RLIM_INFINITY.
+    let figure = |v: Option<u64>| v.unwrap_or(u64::MAX);
+    let mut lim = getrlimit(Resource::Nofile);
+    let before = figure(lim.current);
+    if figure(lim.current) < figure(lim.maximum) {
+        lim.current = lim.maximum;
+        let _ = setrlimit(Resource::Nofile, lim);
     }
+    (before, figure(getrlimit(Resource::Nofile).current))
 }
 
 /// The caps and timeouts in force, resolved once at start.
@@ -85,9 +77,9 @@ impl Policy {
         Policy {
             max_connections,
             max_per_address: limits.max_connections_per_address,
-            header_timeout: Duration::from_secs(limits.header_timeout_seconds),
-            keepalive_timeout: Duration::from_secs(limits.keepalive_timeout_seconds),
-            upgrade_timeout: Duration::from_secs(limits.upgrade_timeout_seconds),
+            header_timeout: limits.header_timeout,
+            keepalive_timeout: limits.keepalive_timeout,
+            upgrade_timeout: limits.upgrade_timeout,
         }
     }
 }

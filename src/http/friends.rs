@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::client_ip::Origin;
@@ -35,15 +35,30 @@ pub async fn list(
     Ok(error::json(StatusCode::OK, &body))
 }
 
+/// `POST /friends`. The entries stay JSON: each is read by `people::upload_friends`, which
+/// skips an odd one instead of failing the upload.
+#[derive(Deserialize)]
+struct Upload {
+    #[serde(default, deserialize_with = "entries")]
+    friends: Option<Vec<Value>>,
+}
+
+/// A list of entries, or the form style `friends[0][number]=…` (an object of entries); any
+/// other shape counts as missing.
+fn entries<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Value>>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Array(entries) => Some(entries),
+        Value::Object(map) => Some(map.into_iter().map(|(_, v)| v).collect()),
+        _ => None,
+    })
+}
+
 pub async fn upload(State(state): State<AppState>, req: Authed) -> Result<Response, ApiError> {
-    let entries = match req.params.get("friends") {
-        Some(Value::Array(entries)) => entries.clone(),
-        Some(Value::Object(map)) => map.values().cloned().collect(), // form style friends[0][..]
-        _ => {
-            return Err(ApiError::bad_request(
-                "param is missing or the value is empty: friends",
-            ))
-        }
+    let upload: Upload = req.params.into_request()?;
+    let Some(entries) = upload.friends else {
+        return Err(ApiError::bad_request(
+            "param is missing or the value is empty: friends",
+        ));
     };
     let outcome = people::upload_friends(&state.db, &state.auth.numbers, req.user, entries).await?;
     // New mutual contacts are told at once (behaviour.md "Contacts change live").

@@ -5,21 +5,50 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use serde::Deserialize;
 
 use super::client_ip::Origin;
 use super::error::{self, ApiError};
-use super::params::Params;
+use super::params::{field, Params};
 use crate::auth::TokenRequest;
 use crate::state::AppState;
+
+/// `POST /create`. A missing number is the domain's `invalid_number`, like a malformed one.
+#[derive(Deserialize)]
+struct CreateCode {
+    #[serde(default, deserialize_with = "field::text")]
+    number: Option<String>,
+}
 
 pub async fn create_code(
     State(state): State<AppState>,
     origin: Origin,
     params: Params,
 ) -> Result<StatusCode, ApiError> {
-    let number = params.text("number").unwrap_or_default();
+    let req: CreateCode = params.into_request()?;
+    let number = req.number.unwrap_or_default();
     state.auth.request_code(&number, origin.ip).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /oauth/token`: every field optional here; which ones a grant needs, and the OAuth
+/// errors for those missing, are `auth::Auth::token`'s.
+#[derive(Deserialize)]
+struct Token {
+    #[serde(default, deserialize_with = "field::text")]
+    grant_type: Option<String>,
+    #[serde(default, deserialize_with = "field::text")]
+    client_id: Option<String>,
+    #[serde(default, deserialize_with = "field::text")]
+    client_secret: Option<String>,
+    #[serde(default, deserialize_with = "field::text")]
+    number: Option<String>,
+    #[serde(default, deserialize_with = "field::text")]
+    code: Option<String>,
+    #[serde(default, deserialize_with = "field::text")]
+    refresh_token: Option<String>,
+    #[serde(default, deserialize_with = "field::text")]
+    scope: Option<String>,
 }
 
 /// HTTP Basic client credentials, as Doorkeeper reads them (no URL-decoding).
@@ -37,18 +66,20 @@ pub async fn token(
     headers: HeaderMap,
     params: Params,
 ) -> Result<Response, ApiError> {
+    let req: Token = params.into_request()?;
+    // HTTP Basic credentials win over those in the parameters, as in Doorkeeper.
     let (client_id, client_secret) = match basic_credentials(&headers) {
         Some((id, secret)) => (Some(id), Some(secret)),
-        None => (params.text("client_id"), params.text("client_secret")),
+        None => (req.client_id, req.client_secret),
     };
     let request = TokenRequest {
-        grant_type: params.text("grant_type"),
+        grant_type: req.grant_type,
         client_id,
         client_secret,
-        number: params.text("number"),
-        code: params.text("code"),
-        refresh_token: params.text("refresh_token"),
-        scope: params.text("scope"),
+        number: req.number,
+        code: req.code,
+        refresh_token: req.refresh_token,
+        scope: req.scope,
     };
     let issued = state.auth.token(request, origin.ip).await?;
     let mut res = error::json(StatusCode::OK, &issued).into_response();

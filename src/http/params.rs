@@ -1,11 +1,13 @@
 //! Request parameters the Rails way (wire.md "Common rules"): query string, JSON, form and
 //! multipart text fields merged into one JSON object, body fields winning; and the bearer-token
-//! extractors built on it.
+//! extractors built on it. Handlers read the merged object through a request struct of their
+//! endpoint (`Params::into_request`), whose fields use the `field` readers below.
 
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
@@ -18,13 +20,23 @@ use crate::state::AppState;
 pub struct Params(pub Map<String, Value>);
 
 impl Params {
-    pub fn get(&self, key: &str) -> Option<&Value> {
-        self.0.get(key)
+    /// The parameters as an endpoint's request struct. Its fields read leniently (`field`), so
+    /// a client's odd shapes become the endpoint's own errors, not a generic 400.
+    pub fn into_request<T: DeserializeOwned>(self) -> Result<T, ApiError> {
+        serde_json::from_value(Value::Object(self.0))
+            .map_err(|e| ApiError::bad_request(format!("The parameters could not be read: {e}")))
     }
+}
 
-    /// A scalar parameter as text (numbers too, as the iOS client sends some ids as numbers).
-    pub fn text(&self, key: &str) -> Option<String> {
-        scalar_text(self.0.get(key)?)
+/// `deserialize_with` readers for request-struct fields: the wire's loose typing, read once.
+pub mod field {
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    /// A scalar as text (numbers and booleans too, as the iOS client sends some ids as
+    /// numbers); an array, object or null counts as absent. Use with `#[serde(default)]`.
+    pub fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(super::scalar_text(&Value::deserialize(d)?))
     }
 }
 

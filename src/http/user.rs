@@ -5,20 +5,19 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
 use super::client_ip::Origin;
 use super::error::{self, ApiError};
-use super::params::{scalar_text, Authed, AuthedUser};
+use super::params::{field, scalar_text, Authed, AuthedUser};
 use crate::db::{self, users::UserId};
 use crate::people::{self, pictures};
 use crate::state::AppState;
 use crate::wire;
 
 async fn load_user(state: &AppState, id: UserId) -> Result<db::users::User, ApiError> {
-    state
-        .db
-        .read(move |c| db::users::by_id(c, id))
+    people::profile(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::not_found("The user no longer exists."))
 }
@@ -35,38 +34,99 @@ pub async fn show(
     ))
 }
 
-/// Names from `{"user":{...}}`, or top-level keys (Rails' JSON parameter wrapping).
-fn name_param(
-    params: &serde_json::Map<String, Value>,
-    key: &str,
-) -> Result<Option<String>, ApiError> {
-    let nested = params.get("user").and_then(|u| u.get(key));
-    match nested.or_else(|| params.get(key)) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => scalar_text(v)
-            .map(|s| Some(s.trim().to_string()))
-            .ok_or_else(|| ApiError::unprocessable(json!({"errors": {key: ["must be a string"]}}))),
+/// `PATCH/PUT /user`: names from `{"user":{...}}`, or top-level keys (Rails' JSON parameter
+/// wrapping); a nested name wins over a top-level one.
+#[derive(Deserialize)]
+struct Update {
+    /// `Some` whenever the key is there, whatever its shape (only an object holds names).
+    #[serde(default, deserialize_with = "nested_names")]
+    user: Option<Names>,
+    #[serde(flatten)]
+    top: Names,
+}
+
+#[derive(Default, Deserialize)]
+struct Names {
+    #[serde(default, deserialize_with = "name")]
+    first_name: Name,
+    #[serde(default, deserialize_with = "name")]
+    last_name: Name,
+}
+
+/// One name parameter as sent.
+#[derive(Default)]
+enum Name {
+    #[default]
+    Absent,
+    /// `null`: leave the name as it is, like an absent one, but a nested `null` still hides
+    /// the top-level key.
+    Null,
+    Text(String),
+    /// An array or object: the endpoint's 422.
+    NotText,
+}
+
+fn name<'de, D: Deserializer<'de>>(d: D) -> Result<Name, D::Error> {
+    let value = Value::deserialize(d)?;
+    Ok(match (&value, scalar_text(&value)) {
+        (Value::Null, _) => Name::Null,
+        (_, Some(text)) => Name::Text(text),
+        (_, None) => Name::NotText,
+    })
+}
+
+fn nested_names<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Names>, D::Error> {
+    Ok(Some(match Value::deserialize(d)? {
+        Value::Object(map) => {
+            serde_json::from_value(Value::Object(map)).map_err(serde::de::Error::custom)?
+        }
+        _ => Names::default(),
+    }))
+}
+
+impl Update {
+    /// Was any name parameter sent at all (else Rails' `params.require(:user)` 400)?
+    fn names_sent(&self) -> bool {
+        self.user.is_some()
+            || !matches!(self.top.first_name, Name::Absent)
+            || !matches!(self.top.last_name, Name::Absent)
+    }
+
+    /// The names to set (`None` = leave as it is), or the 422 of the first one not text.
+    fn names(self) -> Result<(Option<String>, Option<String>), ApiError> {
+        let nested = self.user.unwrap_or_default();
+        let pick = |key: &str, nested: Name, top: Name| match nested {
+            Name::Absent => resolve(key, top),
+            given => resolve(key, given),
+        };
+        let first = pick("first_name", nested.first_name, self.top.first_name)?;
+        let last = pick("last_name", nested.last_name, self.top.last_name)?;
+        Ok((first, last))
+    }
+}
+
+fn resolve(key: &str, name: Name) -> Result<Option<String>, ApiError> {
+    match name {
+        Name::Absent | Name::Null => Ok(None),
+        Name::Text(s) => Ok(Some(s.trim().to_string())),
+        Name::NotText => Err(ApiError::unprocessable(
+            json!({"errors": {key: ["must be a string"]}}),
+        )),
     }
 }
 
 pub async fn update(State(state): State<AppState>, req: Authed) -> Result<Response, ApiError> {
-    let p = &req.params.0;
-    if !p.contains_key("user") && !p.contains_key("first_name") && !p.contains_key("last_name") {
+    let id = req.user;
+    let update: Update = req.params.into_request()?;
+    if !update.names_sent() {
         return Err(ApiError::bad_request(
             "param is missing or the value is empty: user",
         ));
     }
-    let first = name_param(p, "first_name")?;
-    let last = name_param(p, "last_name")?;
+    let (first, last) = update.names()?;
     people::validate_names(first.as_deref(), last.as_deref())
         .map_err(|errors| ApiError::unprocessable(json!({ "errors": errors })))?;
-    let id = req.user;
-    let user = state
-        .db
-        .write(move |c| {
-            db::users::update_names(c, id, first.as_deref(), last.as_deref())?;
-            db::users::by_id(c, id)
-        })
+    let user = people::rename(&state.db, id, first, last)
         .await?
         .ok_or_else(|| ApiError::not_found("The user no longer exists."))?;
     state.engine.people_changed(vec![id]).await?;
@@ -78,13 +138,25 @@ pub async fn update(State(state): State<AppState>, req: Authed) -> Result<Respon
     Ok(error::json(StatusCode::OK, &body))
 }
 
+/// `POST /user/registerIOSDevice`.
+#[derive(Deserialize)]
+struct RegisterDevice {
+    #[serde(default, deserialize_with = "field::text")]
+    device_token: Option<String>,
+    /// The React client's spelling; `device_token` wins when both are sent.
+    #[serde(default, rename = "deviceToken", deserialize_with = "field::text")]
+    device_token_camel: Option<String>,
+}
+
 pub async fn register_device(
     State(state): State<AppState>,
     req: Authed,
 ) -> Result<Response, ApiError> {
-    let token = ["device_token", "deviceToken"]
-        .iter()
-        .find_map(|k| req.params.text(k))
+    let id = req.user;
+    let register: RegisterDevice = req.params.into_request()?;
+    let token = register
+        .device_token
+        .or(register.device_token_camel)
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty());
     let Some(token) = token else {
@@ -97,11 +169,7 @@ pub async fn register_device(
             json!({"error": "invalid deviceToken"}),
         ));
     }
-    let id = req.user;
-    state
-        .db
-        .write(move |c| db::users::set_device_token(c, id, &token))
-        .await?;
+    people::register_device(&state.db, id, token).await?;
     Ok(StatusCode::OK.into_response())
 }
 

@@ -117,6 +117,34 @@ pub async fn address_book(db: &Db, owner: UserId) -> Result<(Vec<Friend>, Vec<Us
     Ok((friends, contacts))
 }
 
+/// A user's profile, or `None` when the account no longer exists.
+pub async fn profile(db: &Db, id: UserId) -> Result<Option<User>, PeopleError> {
+    Ok(db.read(move |c| db::users::by_id(c, id)).await?)
+}
+
+/// `PATCH /user`: set the names given (`None` keeps the stored one) and return the profile as
+/// stored, or `None` when the account no longer exists. Check [`validate_names`] first.
+pub async fn rename(
+    db: &Db,
+    id: UserId,
+    first: Option<String>,
+    last: Option<String>,
+) -> Result<Option<User>, PeopleError> {
+    Ok(db
+        .write(move |c| {
+            db::users::update_names(c, id, first.as_deref(), last.as_deref())?;
+            db::users::by_id(c, id)
+        })
+        .await?)
+}
+
+/// `POST /user/registerIOSDevice`: the device token pushes go to.
+pub async fn register_device(db: &Db, id: UserId, token: String) -> Result<(), PeopleError> {
+    Ok(db
+        .write(move |c| db::users::set_device_token(c, id, &token))
+        .await?)
+}
+
 /// Validation of a profile update; errors keyed by field, Rails-style.
 pub fn validate_names(
     first: Option<&str>,

@@ -58,7 +58,7 @@ const HEAD_BYTES: usize = 32;
 impl Upload {
     pub async fn begin(dir: &Path, limit: usize) -> Result<Upload, UploadError> {
         tokio::fs::create_dir_all(dir).await?;
-        let tmp = dir.join(format!(".upload-{}", crate::auth::tokens::new_secret()));
+        let tmp = dir.join(format!(".upload-{}", crate::secret::new_secret()));
         // Pictures are the users' own: readable by the service user only (docs/hardening.md).
         let file = tokio::fs::OpenOptions::new()
             .write(true)
@@ -106,14 +106,14 @@ impl Upload {
         let file = self.file.take().expect("file open until finish");
         file.sync_all().await?;
         drop(file);
-        let key = crate::auth::tokens::new_secret();
+        let key = crate::secret::new_secret();
         tokio::fs::rename(&self.tmp, self.dir.join(&key)).await?;
         let digest = std::mem::take(&mut self.hasher).finalize();
         Ok(Blob {
             key,
             content_type: content_type.to_string(),
             byte_size: self.size as i64,
-            sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            sha256: crate::secret::hex(&digest),
         })
     }
 }

@@ -241,9 +241,7 @@ impl Server {
 
     /// SIGTERM; the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
+        sigterm(&self.child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -438,6 +436,17 @@ impl Drop for Server {
     }
 }
 
+/// Send SIGTERM to a spawned server (a graceful stop).
+pub fn sigterm(child: &std::process::Child) {
+    let pid = rustix::process::Pid::from_child(child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+}
+
+/// Whether the tests run as root (permission checks do not apply to root).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
 pub fn fresh_number() -> String {
     use rand::Rng;
     format!("555{:07}", rand::thread_rng().gen_range(0..10_000_000))
@@ -467,6 +476,37 @@ pub fn chat_ident(id: i64) -> String {
 }
 
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long tests give something that must NOT happen (a frame, a log line, a push) to show
+/// up. Absence has no event to wait for, so `quiet_window` is the one place a test waits a
+/// fixed time; everything that does happen is waited for with a deadline (`Cable::frames`,
+/// `next_frame`, `wait_closed`, `Server::wait_log_lines`, `wait_until`). On loopback a wrong
+/// frame arrives within milliseconds; a later one still fails at the connection's next check.
+pub const QUIET_WINDOW: Duration = Duration::from_millis(300);
+
+/// Wait out `QUIET_WINDOW` before asserting that something did not happen.
+pub async fn quiet_window() {
+    tokio::time::sleep(QUIET_WINDOW).await;
+}
+
+/// Wait until `done` holds, checking every 10 ms; panics naming `what` after 5 s.
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Assert that none of these connections receives a frame (pings aside) within one shared
+/// `QUIET_WINDOW`: the window is waited once, then each connection's buffered frames are read.
+pub async fn assert_all_quiet(cables: &mut [(&mut Cable, &str)]) {
+    quiet_window().await;
+    for (cable, who) in cables.iter_mut() {
+        let frames = cable.drain(Duration::from_millis(5)).await;
+        assert!(frames.is_empty(), "unexpected frames for {who}: {frames:?}");
+    }
+}
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -551,6 +591,43 @@ impl Cable {
         );
     }
 
+    /// The next `n` frames (pings aside), backlog first, each waited for up to FRAME_TIMEOUT;
+    /// fewer if they do not come (the caller's assertion shows what did).
+    pub async fn frames(&mut self, n: usize) -> Vec<Value> {
+        let take = n.min(self.backlog.len());
+        let mut out: Vec<Value> = self.backlog.drain(..take).collect();
+        while out.len() < n {
+            // A deadline per frame, not per read: pings would restart a per-read timeout.
+            let deadline = Instant::now() + FRAME_TIMEOUT;
+            let frame = loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.recv(left).await {
+                    Some(f) => break Some(f),
+                    None if self.closed.is_none() && !left.is_zero() => {}
+                    None => break None,
+                }
+            };
+            match frame {
+                Some(f) => out.push(f),
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// Wait up to FRAME_TIMEOUT for the server to close the connection (frames read meanwhile
+    /// join the backlog); the close code, `None` for a connection that just ended.
+    pub async fn wait_closed(&mut self) -> Option<u16> {
+        let deadline = Instant::now() + FRAME_TIMEOUT;
+        while self.closed.is_none() && Instant::now() < deadline {
+            if let Some(f) = self.recv(deadline - Instant::now()).await {
+                self.backlog.push(f);
+            }
+        }
+        self.closed
+            .unwrap_or_else(|| panic!("the server did not close; backlog: {:?}", self.backlog))
+    }
+
     /// Every frame arriving within `wait` (pings aside), backlog first.
     pub async fn drain(&mut self, wait: Duration) -> Vec<Value> {
         let mut out = std::mem::take(&mut self.backlog);
@@ -626,6 +703,11 @@ impl Cable {
     pub async fn assert_quiet(&mut self, wait: Duration) {
         let frames = self.drain(wait).await;
         assert!(frames.is_empty(), "unexpected frames: {frames:?}");
+    }
+
+    /// Assert nothing but pings arrives within the shared `QUIET_WINDOW`.
+    pub async fn assert_silent(&mut self) {
+        assert_all_quiet(&mut [(self, "this connection")]).await;
     }
 
     pub async fn close(mut self) {

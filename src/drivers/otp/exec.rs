@@ -95,9 +95,10 @@ impl OtpSender for ExecOtp {
         let pid = child.id();
         match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
             Err(_) => {
-                if let Some(pid) = pid {
-                    // SAFETY: plain syscall on the process group we created above.
-                    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+                // The whole process group we created above, so no grandchild is left behind.
+                if let Some(group) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+                    let _ =
+                        rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
                 }
                 Err(failed(format!(
                     "{} did not finish within {} s",

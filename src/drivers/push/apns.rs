@@ -25,7 +25,6 @@ const PRODUCTION_HOST: &str = "api.push.apple.com";
 const SANDBOX_HOST: &str = "api.sandbox.push.apple.com";
 const JWT_LIFETIME: Duration = Duration::from_secs(50 * 60);
 const TRIES: u32 = 3;
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
 pub struct ApnsPush {
     client: reqwest::Client,
@@ -150,24 +149,9 @@ impl Pusher for ApnsPush {
             return Ok(PushOutcome::InvalidToken);
         }
         let body = serde_json::to_vec(&payload(n)).expect("JSON values serialize");
-        let mut backoff = FIRST_BACKOFF;
-        let mut last = String::new();
-        for attempt in 1..=TRIES {
-            if attempt > 1 {
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-            }
-            match self.try_once(token, &body).await {
-                Ok(outcome) => return Ok(outcome),
-                Err((why, retry)) => {
-                    last = why;
-                    if !retry {
-                        break;
-                    }
-                }
-            }
-        }
-        Err(DriverError::delivery(DRIVER, last))
+        crate::drivers::retry::with_backoff(TRIES, |_| self.try_once(token, &body))
+            .await
+            .map_err(|last| DriverError::delivery(DRIVER, last))
     }
 }
 
@@ -212,7 +196,7 @@ impl JwtSigner {
                 return token.clone();
             }
         }
-        let token = self.sign(crate::db::now_ms() / 1000);
+        let token = self.sign(crate::clock::system_now_ms() / 1000);
         *cached = Some((token.clone(), Instant::now()));
         token
     }

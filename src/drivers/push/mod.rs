@@ -12,6 +12,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::DriverError;
+use tokio_util::sync::CancellationToken;
+
 use crate::config::{Config, PushDriverKind};
 use crate::db::{users, Db};
 
@@ -60,11 +62,27 @@ pub struct PushQueue {
 }
 
 impl PushQueue {
-    /// Start the worker that drains the queue into `pusher`.
-    pub fn start(pusher: Arc<dyn Pusher>, db: Db, capacity: usize) -> PushQueue {
+    /// The queue, and the worker that drains it into `pusher` until `shutdown` (run it as a
+    /// background task; what is still queued then is dropped, as the process ends anyway).
+    pub fn new(
+        pusher: Arc<dyn Pusher>,
+        db: Db,
+        capacity: usize,
+        shutdown: CancellationToken,
+    ) -> (
+        PushQueue,
+        impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
         let (tx, mut rx) = mpsc::channel::<Notification>(capacity.max(1));
-        tokio::spawn(async move {
-            while let Some(n) = rx.recv().await {
+        let worker = async move {
+            loop {
+                let n = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    next = rx.recv() => match next {
+                        Some(n) => n,
+                        None => break,
+                    },
+                };
                 match pusher.send(&n).await {
                     Ok(PushOutcome::Delivered) => crate::metrics::push_sent("delivered", None),
                     Ok(PushOutcome::InvalidToken) => {
@@ -87,8 +105,8 @@ impl PushQueue {
                     }
                 }
             }
-        });
-        PushQueue { tx }
+        };
+        (PushQueue { tx }, worker)
     }
 
     /// Queue a notification; never waits. A full queue drops it with a warning.

@@ -286,10 +286,11 @@ impl FrameCodec {
             self.out_buffer.drain(0..len);
         }
         // hangin patch (upstream snapview/tungstenite-rs#500): an emptied buffer that grew past
-        // the write threshold is given back. Otherwise every connection keeps, for its whole
+        // a small frame's size is given back. Otherwise every connection keeps, for its whole
         // life, a buffer as large as the largest burst or frame it was ever sent (a 1 MiB
         // history, a coalesced burst): megabytes per socket under abuse, kilobytes when idle.
-        if self.out_buffer.capacity() > self.out_buffer_write_len.max(RETAINED_OUT_BUFFER) {
+        // Allocating again for the next large write costs far less than the write itself.
+        if self.out_buffer.capacity() > RETAINED_OUT_BUFFER {
             self.out_buffer = Vec::new();
         }
 
@@ -298,7 +299,7 @@ impl FrameCodec {
 }
 
 /// hangin patch: the write buffer capacity kept between writes (see `write_out_buffer`).
-const RETAINED_OUT_BUFFER: usize = 4096;
+const RETAINED_OUT_BUFFER: usize = 2048;
 
 #[cfg(test)]
 mod tests {
