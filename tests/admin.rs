@@ -61,6 +61,26 @@ async fn ban_closes_the_socket_tells_contacts_and_refuses_codes() {
     let mut ca = s.online(&a).await;
     let mut cb = s.online(&b).await;
     assert_eq!(ca.event("contact_online").await["uuid"], b.uuid.as_str());
+    // The running server's view: B connected once, online, not banned.
+    let row_of_b = |list: Value| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["uuid"] == b.uuid.as_str())
+            .unwrap()
+            .clone()
+    };
+    let row = row_of_b(admin_json(&s, &["user", "list", "--json"]));
+    assert_eq!(
+        (&row["online"], &row["connections"], &row["banned"]),
+        (&json!(true), &json!(1), &json!(false)),
+        "{row}"
+    );
+    let show = admin_json(&s, &["user", "show", &b.number, "--json"]);
+    assert_eq!(
+        (&show["online"], &show["connections"]),
+        (&json!(true), &json!(1))
+    );
 
     let out = admin_json(&s, &["user", "ban", &b.number, "--json"]);
     assert_eq!(out["number"], b.number.as_str());
@@ -88,14 +108,7 @@ async fn ban_closes_the_socket_tells_contacts_and_refuses_codes() {
     // A is untouched.
     assert_eq!(status_of(&s, &a.token).await, 200);
 
-    let list = admin_json(&s, &["user", "list", "--json"]);
-    let row = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["uuid"] == b.uuid.as_str())
-        .unwrap()
-        .clone();
+    let row = row_of_b(admin_json(&s, &["user", "list", "--json"]));
     assert_eq!(row["banned"], true);
     assert_eq!(row["online"], false);
     assert_eq!(row["sessions"], 0);

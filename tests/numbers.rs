@@ -1,7 +1,8 @@
 //! Phone numbers under `[numbers]` (docs/behaviour.md "Numbers", wire.md `POST /friends`): real
 //! address books answer 201 with the rows saved and a `Hangin-Skipped` count; numbers are stored in
 //! E.164 and shown in the default region's national form; another default region logs in its own
-//! numbers; the migration moves old 10-digit rows to E.164. The real binary over TCP.
+//! numbers, and `invalid_number` says which; CORS lets a browser read `Hangin-Skipped`; the
+//! migration moves old 10-digit rows to E.164. The real binary over TCP.
 
 mod common;
 
@@ -189,6 +190,66 @@ async fn another_default_region_logs_in_its_numbers() {
     let rows: Vec<Value> = r.json().await.unwrap();
     let numbers: Vec<&str> = rows.iter().map(|r| r["number"].as_str().unwrap()).collect();
     assert_eq!(numbers, ["35551234", format!("+1{us}").as_str()]);
+}
+
+/// The `invalid_number` sentence says what this server accepts: the original words under the
+/// US defaults, the allowed regions with examples under another configuration (it said "10
+/// digit US number" whatever the region before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_number_names_the_configured_regions() {
+    async fn refused(s: &Server, number: &str) -> Value {
+        let r = s.request_code(number).await;
+        assert_eq!(r.status(), 422, "{number}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_number", "{body}");
+        body["error_description"].clone()
+    }
+    let us = Server::start(&[]);
+    assert_eq!(
+        refused(&us, "12345").await,
+        "Number must be a 10 digit US number."
+    );
+    let il = Server::start(&[
+        ("HANGIN_NUMBERS__DEFAULT_REGION", "IL"),
+        ("HANGIN_NUMBERS__ALLOWED_REGIONS", r#"["IL", "US"]"#),
+    ]);
+    let rule = "Number must be a phone number of IL or US: as dialled in IL (e.g. 050-234-5678) \
+                or with its country code (e.g. +972502345678).";
+    assert_eq!(refused(&il, "12345").await, rule);
+    // A parseable number of a region that may not log in gets the same sentence.
+    assert_eq!(refused(&il, "+44 20 7946 0958").await, rule);
+    // And the example it gives logs in.
+    assert_eq!(il.request_code("050-234-5678").await.status(), 204);
+    assert_eq!(il.request_code("+972502345678").await.status(), 204);
+}
+
+/// A browser may read `Hangin-Skipped` (and a 429's `Retry-After`) only when the response
+/// exposes it through CORS: the web client's address-book upload needs the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_exposes_the_skipped_count() {
+    let s = Server::start(&[]);
+    let owner = s.sign_up("Olive", "Owner").await;
+    let r = s
+        .http()
+        .post(s.url("/friends"))
+        .header("Origin", "http://web.example.test:5173")
+        .bearer_auth(&owner.token)
+        .json(&json!({"friends": [entry("Ann", "Us", &fresh_number()), entry("Bad", "Short", "12345")]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((r.status().as_u16(), skipped(&r)), (201, Some("1")));
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+    };
+    assert_eq!(header("access-control-allow-origin").as_deref(), Some("*"));
+    let exposed = header("access-control-expose-headers").unwrap_or_default();
+    let exposed: Vec<&str> = exposed.split(',').map(str::trim).collect();
+    assert!(exposed.contains(&"hangin-skipped"), "{exposed:?}");
+    assert!(exposed.contains(&"retry-after"), "{exposed:?}");
 }
 
 /// An unknown region stops the server with exit code 2 and names the key.

@@ -19,8 +19,9 @@ pub use tokens::{Grant, TokenProblem, TokenRequest, TokenResponse};
 /// Why a login step failed, in the terms of the wire contract.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("invalid number")]
-    InvalidNumber,
+    /// With the rule numbers must follow here (`Numbers::login_rule`).
+    #[error("invalid number: {0}")]
+    InvalidNumber(String),
     #[error("rate limited for {retry_after} s")]
     RateLimited { retry_after: u64 },
     #[error("OTP delivery failed: {0}")]
@@ -78,7 +79,7 @@ impl Auth {
         let number = self
             .numbers
             .login(raw_number)
-            .ok_or(AuthError::InvalidNumber)?;
+            .ok_or_else(|| AuthError::InvalidNumber(self.numbers.login_rule().to_string()))?;
         if let Err(retry_after) = self.address_limiter.check(client) {
             return Err(AuthError::RateLimited { retry_after });
         }

@@ -208,11 +208,9 @@ impl From<AuthError> for ApiError {
             description: description.into(),
         };
         match e {
-            AuthError::InvalidNumber => ApiError::coded(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_number",
-                "Number must be a 10 digit US number.",
-            ),
+            AuthError::InvalidNumber(rule) => {
+                ApiError::coded(StatusCode::UNPROCESSABLE_ENTITY, "invalid_number", rule)
+            }
             AuthError::RateLimited { retry_after } => ApiError::RateLimited { retry_after },
             AuthError::OtpDelivery(_) => ApiError::coded(
                 StatusCode::BAD_GATEWAY,

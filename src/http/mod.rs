@@ -13,7 +13,7 @@ pub mod user;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{header, HeaderName, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -38,6 +38,12 @@ pub fn router(state: AppState) -> Router {
             Method::OPTIONS,
             Method::HEAD,
         ]))
+        // Browsers hide response headers outside the CORS safelist unless exposed: the web
+        // client reads the skipped-entry count of `POST /friends` and a 429/503's wait.
+        .expose_headers([
+            HeaderName::from_static("hangin-skipped"),
+            header::RETRY_AFTER,
+        ])
         .max_age(std::time::Duration::from_secs(7200));
     Router::new()
         .route("/", get(root))

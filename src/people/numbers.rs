@@ -7,6 +7,7 @@
 //! numbers libphonenumber calls invalid) behaves exactly as before.
 
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use phonenumber::country;
 use phonenumber::metadata::DATABASE;
@@ -22,6 +23,12 @@ pub struct Numbers {
     default_code: u16,
     /// Calling codes whose numbers may log in.
     allowed_codes: Vec<u16>,
+    /// The region names as configured (upper case), for the `invalid_number` error.
+    default_name: String,
+    allowed_names: Vec<String>,
+    /// That error's sentence, made on first use: it may read libphonenumber's metadata, which
+    /// the US defaults never load at start.
+    login_rule: Arc<OnceLock<String>>,
 }
 
 /// Calling code of a region name such as "US" or "il", or `None` when libphonenumber does not
@@ -50,20 +57,33 @@ impl Numbers {
             )
         })?;
         let mut allowed_codes = Vec::new();
+        let mut allowed_names = Vec::new();
         for name in allowed_regions {
             let (_, code) = region(name).ok_or_else(|| {
                 format!("key `numbers.allowed_regions`: `{name}` is not a region code like \"US\"")
             })?;
             allowed_codes.push(code);
+            allowed_names.push(name.trim().to_ascii_uppercase());
         }
+        let default_name = name.trim().to_ascii_uppercase();
         if allowed_codes.is_empty() {
             allowed_codes.push(default_code);
+            allowed_names.push(default_name.clone());
         }
         Ok(Numbers {
             default_region,
             default_code,
             allowed_codes,
+            default_name,
+            allowed_names,
+            login_rule: Arc::default(),
         })
+    }
+
+    /// The `error_description` of `invalid_number`: which numbers may log in here.
+    pub fn login_rule(&self) -> &str {
+        self.login_rule
+            .get_or_init(|| login_rule(&self.default_name, &self.allowed_names))
     }
 
     /// The US rules (the defaults).
@@ -110,6 +130,52 @@ impl Numbers {
     /// How a stored (E.164) number is shown on the wire.
     pub fn display(&self, stored: &str) -> String {
         display_with(self.default_code, stored)
+    }
+}
+
+/// The original server's words under the default settings; otherwise the allowed regions and
+/// an example in the default region's own form and in E.164 (libphonenumber's mobile example).
+fn login_rule(default: &str, allowed: &[String]) -> String {
+    if default == "US" && allowed.iter().all(|name| name == "US") {
+        return "Number must be a 10 digit US number.".into();
+    }
+    let example = |name: &str, mode: Mode| -> Option<String> {
+        let id: country::Id = name.parse().ok()?;
+        let digits = DATABASE.by_id(name)?.descriptors().mobile()?.example()?;
+        let parsed = phonenumber::parse(Some(id), digits).ok()?;
+        Some(parsed.format().mode(mode).to_string())
+    };
+    let mut names: Vec<&str> = Vec::new();
+    for name in allowed {
+        if !names.contains(&name.as_str()) {
+            names.push(name);
+        }
+    }
+    let list = match names.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => default.to_string(),
+    };
+    let local = names
+        .contains(&default)
+        .then(|| example(default, Mode::National))
+        .flatten();
+    let international = example(
+        if names.contains(&default) {
+            default
+        } else {
+            names.first().copied().unwrap_or(default)
+        },
+        Mode::E164,
+    );
+    match (local, international) {
+        (Some(local), Some(international)) => format!(
+            "Number must be a phone number of {list}: as dialled in {default} (e.g. {local}) or with its country code (e.g. {international})."
+        ),
+        (None, Some(international)) => format!(
+            "Number must be a phone number of {list}, with its country code (e.g. {international})."
+        ),
+        _ => format!("Number must be a phone number of {list}."),
     }
 }
 
@@ -258,6 +324,33 @@ mod tests {
         assert_eq!(il.parse("+1 555 123 4567").as_deref(), Some("+15551234567"));
         assert_eq!(il.login("+1 555 123 4567"), None);
         assert_eq!(il.parse("12345"), None);
+    }
+
+    #[test]
+    fn the_login_rule_names_the_configured_regions() {
+        assert_eq!(
+            Numbers::us().login_rule(),
+            "Number must be a 10 digit US number."
+        );
+        assert_eq!(
+            rules("il", &[]).login_rule(),
+            "Number must be a phone number of IL: as dialled in IL (e.g. 050-234-5678) or with \
+             its country code (e.g. +972502345678)."
+        );
+        assert_eq!(
+            rules("IL", &["IL", "US"]).login_rule(),
+            "Number must be a phone number of IL or US: as dialled in IL (e.g. 050-234-5678) or \
+             with its country code (e.g. +972502345678)."
+        );
+        assert_eq!(
+            rules("US", &["US", "GB", "IL"]).login_rule(),
+            "Number must be a phone number of US, GB or IL: as dialled in US (e.g. (201) 555-0123) \
+             or with its country code (e.g. +12015550123)."
+        );
+        assert_eq!(
+            rules("US", &["IL"]).login_rule(),
+            "Number must be a phone number of IL, with its country code (e.g. +972502345678)."
+        );
     }
 
     #[test]
