@@ -591,6 +591,19 @@ fn mdns_advertises_resolves_and_withdraws_inside_a_private_network_namespace() {
 
     // Shutdown withdraws both instances (goodbye packets), then exits 0.
     let rx = browser.browse(hangin::discovery::SERVICE_TYPE).unwrap();
+    // The browse is registered by the daemon's own thread: wait until it reports the instances
+    // again from its cache, so the goodbye packets cannot arrive before anyone listens (under
+    // load they did, and the test saw no withdrawal).
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < 2 {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        if let Ok(mdns_sd::ServiceEvent::ServiceResolved(info)) = rx.recv_timeout(left) {
+            seen.insert(info.get_fullname().to_string());
+        }
+    }
     let status = s.terminate();
     assert!(status.success(), "{status:?}");
     assert!(s.log_text().contains("mDNS: advertisement withdrawn"));
