@@ -9,33 +9,7 @@ mod common;
 use reqwest::Response;
 use serde_json::{json, Value};
 
-use common::{fresh_number, run_cli, Server, User};
-
-fn entry(first: &str, last: &str, number: &str) -> Value {
-    json!({"first_name": first, "last_name": last, "number": number})
-}
-
-async fn post_friends(s: &Server, u: &User, body: Value) -> Response {
-    s.http()
-        .post(s.url("/friends"))
-        .bearer_auth(&u.token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn get_json(s: &Server, u: &User, path: &str) -> Value {
-    let r = s
-        .http()
-        .get(s.url(path))
-        .bearer_auth(&u.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
-}
+use common::{fresh_number, friend_entry as entry, get_json, post_friends, run_cli, Server, User};
 
 fn skipped(r: &Response) -> Option<&str> {
     r.headers()

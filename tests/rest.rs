@@ -10,7 +10,10 @@ use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG};
 use reqwest::Response;
 use serde_json::{json, Value};
 
-use common::{fresh_number, quiet_window, tiny_png, Cable, Server, User, CHATS};
+use common::{
+    fresh_number, friend_entry as entry, get_json, post_friends, quiet_window, tiny_png, Cable,
+    Server, User, CHATS,
+};
 
 const JSON_TYPE: &str = "application/json; charset=utf-8";
 const LONG_CACHE: &str = "public, max-age=31536000, immutable";
@@ -48,32 +51,6 @@ fn in_order(text: &str, keys: &[&str]) -> bool {
         .map(|k| text.find(&format!("\"{k}\":")).unwrap_or(usize::MAX))
         .collect();
     pos.iter().all(|p| *p != usize::MAX) && pos.windows(2).all(|w| w[0] < w[1])
-}
-
-fn entry(first: &str, last: &str, number: &str) -> Value {
-    json!({"first_name": first, "last_name": last, "number": number})
-}
-
-async fn post_friends(s: &Server, u: &User, body: Value) -> Response {
-    s.http()
-        .post(s.url("/friends"))
-        .bearer_auth(&u.token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn get_json(s: &Server, u: &User, path: &str) -> Value {
-    let r = s
-        .http()
-        .get(s.url(path))
-        .bearer_auth(&u.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
 }
 
 /// The uuids of `user`'s online mutual contacts, as `ChatsChannel` lists them on subscribe.

@@ -380,16 +380,9 @@ impl Server {
     pub async fn add_friends(&self, owner: &User, others: &[&User]) {
         let friends: Vec<Value> = others
             .iter()
-            .map(|o| json!({"first_name": o.first, "last_name": o.last, "number": o.number}))
+            .map(|o| friend_entry(&o.first, &o.last, &o.number))
             .collect();
-        let r = self
-            .http()
-            .post(self.url("/friends"))
-            .bearer_auth(&owner.token)
-            .json(&json!({ "friends": friends }))
-            .send()
-            .await
-            .unwrap();
+        let r = post_friends(self, owner, json!({ "friends": friends })).await;
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     }
 
@@ -445,6 +438,35 @@ pub fn sigterm(child: &std::process::Child) {
 /// Whether the tests run as root (permission checks do not apply to root).
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
+}
+
+/// One address-book entry of `POST /friends`.
+pub fn friend_entry(first: &str, last: &str, number: &str) -> Value {
+    json!({"first_name": first, "last_name": last, "number": number})
+}
+
+/// `POST /friends` with `body` as `u`.
+pub async fn post_friends(s: &Server, u: &User, body: Value) -> reqwest::Response {
+    s.http()
+        .post(s.url("/friends"))
+        .bearer_auth(&u.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `GET path` as `u`, which must answer 200 with JSON.
+pub async fn get_json(s: &Server, u: &User, path: &str) -> Value {
+    let r = s
+        .http()
+        .get(s.url(path))
+        .bearer_auth(&u.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
 }
 
 pub fn fresh_number() -> String {
