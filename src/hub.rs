@@ -192,6 +192,49 @@ pub fn channel_frame(identifier: &str, payload: &str) -> String {
     out
 }
 
+/// The frames of one payload, built once per distinct identifier and shared by reference
+/// count. Most subscriptions share one identifier, so the last one is checked first; the map
+/// keeps many distinct identifiers (one client may choose a hundred) from costing a scan each.
+struct FrameCache<'a> {
+    payload: &'a str,
+    last: Option<(Arc<str>, Utf8Bytes)>,
+    built: HashMap<Arc<str>, Utf8Bytes>,
+}
+
+impl<'a> FrameCache<'a> {
+    fn new(payload: &'a str) -> Self {
+        FrameCache {
+            payload,
+            last: None,
+            built: HashMap::new(),
+        }
+    }
+
+    fn frame(&mut self, identifier: &Arc<str>) -> Utf8Bytes {
+        if let Some((id, frame)) = &self.last {
+            if Arc::ptr_eq(id, identifier) || **id == **identifier {
+                return frame.clone();
+            }
+        }
+        let payload = self.payload;
+        let build = || Utf8Bytes::from(channel_frame(identifier, payload));
+        // The map is only allocated once a second identifier shows up (a plain fan-out never
+        // needs it).
+        let frame = match self.last.take() {
+            None => build(),
+            Some((id, frame)) => {
+                self.built.entry(id).or_insert(frame);
+                self.built
+                    .entry(identifier.clone())
+                    .or_insert_with(build)
+                    .clone()
+            }
+        };
+        self.last = Some((identifier.clone(), frame.clone()));
+        frame
+    }
+}
+
 #[derive(Clone)]
 struct Subscriber {
     conn: ConnHandle,
@@ -275,27 +318,16 @@ impl Hub {
             Some(list) => list.clone(),
             None => return,
         };
-        // Most subscriptions of a stream share one identifier string: build each frame once.
-        let mut frames: Vec<(Arc<str>, Utf8Bytes)> = Vec::with_capacity(2);
+        let mut frames = FrameCache::new(payload);
+        let mut delivered = 0;
         for sub in subscribers.iter() {
             if except.is_some_and(|(conn, id)| sub.conn.id == conn && &*sub.identifier == id) {
                 continue;
             }
-            let frame = match frames
-                .iter()
-                .find(|(id, _)| Arc::ptr_eq(id, &sub.identifier) || **id == *sub.identifier)
-            {
-                Some((_, f)) => f.clone(),
-                None => {
-                    let f = Utf8Bytes::from(channel_frame(&sub.identifier, payload));
-                    frames.push((sub.identifier.clone(), f.clone()));
-                    f
-                }
-            };
-            sub.conn.send(frame);
+            sub.conn.send(frames.frame(&sub.identifier));
+            delivered += 1;
         }
-        self.deliveries
-            .fetch_add(subscribers.len() as u64, Ordering::Relaxed);
+        self.deliveries.fetch_add(delivered, Ordering::Relaxed);
     }
 
     /// Publish one `ChatsChannel` payload to the home streams of `users` (one engine note).
@@ -315,17 +347,10 @@ impl Hub {
                 .filter_map(|u| streams.get(&Stream::User(*u)).cloned())
                 .collect()
         };
-        let mut frames: HashMap<Arc<str>, Utf8Bytes> = HashMap::new();
+        let mut frames = FrameCache::new(payload);
         let mut delivered = 0;
         for sub in lists.iter().flat_map(|list| list.iter()) {
-            let frame = match frames.get(&*sub.identifier) {
-                Some(f) => f.clone(),
-                None => {
-                    let f = Utf8Bytes::from(channel_frame(&sub.identifier, payload));
-                    frames.insert(sub.identifier.clone(), f.clone());
-                    f
-                }
-            };
+            let frame = frames.frame(&sub.identifier);
             match about {
                 Some((chat, note)) => sub.conn.queue(Outbound::ChatFrame {
                     frame,
@@ -389,6 +414,22 @@ mod tests {
         );
         // The same allocation reaches both subscribers.
         assert_eq!(f1.as_str().as_ptr(), f2.as_str().as_ptr());
+    }
+
+    #[test]
+    fn each_distinct_identifier_is_framed_once() {
+        let mut frames = FrameCache::new("1");
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let first_a = frames.frame(&a);
+        let first_b = frames.frame(&b);
+        let again_a = frames.frame(&Arc::from("a"));
+        assert_eq!(first_a.as_str(), r#"{"identifier":"a","message":1}"#);
+        assert_eq!(first_b.as_str(), r#"{"identifier":"b","message":1}"#);
+        assert_eq!(first_a.as_str().as_ptr(), again_a.as_str().as_ptr());
+        assert_eq!(
+            first_b.as_str().as_ptr(),
+            frames.frame(&b).as_str().as_ptr()
+        );
     }
 
     #[tokio::test]
