@@ -99,3 +99,26 @@ async fn a_short_soak_loses_nothing_and_leaks_no_descriptors() {
     let threads_new = strings("threads_new_at_end");
     assert!(threads_new.iter().all(|t| t == "tokio-rt-worker"), "{text}");
 }
+
+/// The engine holds only the people who are online or in a live chat: a server with 10,000
+/// accounts and nobody online starts as small as one with 20 (it held every account's profile
+/// and contacts before: +10 MB at this size).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rss_after_start_does_not_grow_with_the_number_of_accounts() {
+    let mut rss = Vec::new();
+    for (users, first_number) in [(20, 5_562_000_000), (10_000, 5_563_000_000)] {
+        let r = hangin_load::scenarios::ready(
+            &ctx(first_number),
+            &hangin_load::scenarios::ReadyArgs {
+                runs: 3,
+                users,
+                settle: std::time::Duration::from_millis(1500),
+            },
+        )
+        .await
+        .unwrap();
+        rss.push((users, value(&r, "ready_idle_rss_mb")));
+    }
+    let grown = rss[1].1 - rss[0].1;
+    assert!(grown < 2.0, "RSS after start (users, MB): {rss:?}");
+}

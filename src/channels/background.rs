@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Engine;
-use crate::db;
 
 impl Engine {
     /// End the windows that are over by now; returns how many ended.
     pub fn sweep_background(&self) -> usize {
         let mut world = self.world.lock();
-        let outs = world.expire(db::now_ms());
+        let outs = world.expire(self.db.now_ms());
         let ended = outs.len();
         self.apply(&world, outs);
         ended
@@ -26,7 +25,7 @@ impl Engine {
             loop {
                 let next = engine.world.lock().next_deadline();
                 let wait = match next {
-                    Some(at) => Duration::from_millis((at - db::now_ms()).max(0) as u64),
+                    Some(at) => Duration::from_millis((at - engine.db.now_ms()).max(0) as u64),
                     // Nothing to wait for until a window opens.
                     None => Duration::from_secs(3600),
                 };

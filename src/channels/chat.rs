@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use axum::extract::ws::Utf8Bytes;
 
-use super::{full_name, ChannelError, Engine};
+use super::{full_name, ChannelError, Engine, Refusal};
 use crate::cable::protocol;
 use crate::db::chats::ChatId;
 use crate::db::users::User;
@@ -93,19 +93,19 @@ impl Engine {
     /// streaming. A message committed before that point is in the history, one committed
     /// after it comes live: each exactly once, in the order the history holds them.
     pub async fn join_chat(
-        &self,
+        self: &Arc<Self>,
         conn: &ConnHandle,
         identifier: Arc<str>,
         chat: ChatId,
     ) -> Result<(), ChannelError> {
         let user = conn.user;
-        {
-            let mut world = self.world.lock();
-            let (_joined, outs) = world
-                .join(user, chat)
-                .map_err(|_| ChannelError::NotVisible(chat.0))?;
-            self.apply(&world, outs);
-        }
+        self.with_person(user, move |engine, world| {
+            let (_joined, outs) = world.join(user, chat)?;
+            engine.apply(world, outs);
+            Ok(())
+        })
+        .await?
+        .map_err(|_: Refusal| ChannelError::NotVisible(chat.0))?;
         let (limit, bytes) = (self.history_messages, self.history_bytes);
         let hub = self.hub.clone();
         let conn = conn.clone();
@@ -175,6 +175,7 @@ impl Engine {
         };
         let user = conn.user;
         let engine = self.clone();
+        let clock = self.db.clock().clone();
         let speaker = conn.clone();
         let done = self
             .db
@@ -198,7 +199,8 @@ impl Engine {
                         speech.status,
                         &speech.body,
                     )?;
-                    let targets = db::chats::background_push_targets(c, chat, user, db::now_ms())?;
+                    let targets =
+                        db::chats::background_push_targets(c, chat, user, clock.now_ms())?;
                     Ok(Some(Saved {
                         chat_name,
                         speaker: me,

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::chat::SpeakError;
+use super::world::World;
 use super::{ChannelError, Engine, Refusal};
 use crate::cable::protocol;
-use crate::db::{self};
 use crate::hub::{ConnHandle, Stream};
 use crate::wire::{self, Event};
 
@@ -24,17 +24,21 @@ impl Engine {
         conn: &ConnHandle,
         identifier: Arc<str>,
     ) -> Result<(), ChannelError> {
+        let conn = conn.clone();
+        self.with_person(conn.user, move |engine, world| {
+            engine.subscribe_chats_now(world, &conn, identifier)
+        })
+        .await?;
+        Ok(())
+    }
+
+    fn subscribe_chats_now(&self, world: &mut World, conn: &ConnHandle, identifier: Arc<str>) {
         let user = conn.user;
-        if !self.world.lock().knows(user) {
-            // Signed up a moment ago and not applied yet: read the user in first.
-            self.people_changed(vec![user]).await?;
-        }
-        let mut world = self.world.lock();
         let (snapshot, outs) = world.subscribe_chats(user);
         let chats: Vec<wire::ChatObject> = snapshot
             .chats
             .iter()
-            .filter_map(|id| self.chat_object(&world, *id))
+            .filter_map(|id| self.chat_object(world, *id))
             .collect();
         self.transmit(conn, &identifier, &self.payload(Event::Chats, &chats));
         let contacts: Vec<wire::Contact> = snapshot
@@ -49,8 +53,7 @@ impl Engine {
         );
         conn.send(protocol::confirm(&identifier).into());
         self.hub.subscribe(Stream::User(user), conn, identifier);
-        self.apply(&world, outs);
-        Ok(())
+        self.apply(world, outs);
     }
 
     /// Unsubscribe (or connection closed): the last subscription going away takes the user
@@ -59,7 +62,7 @@ impl Engine {
         let mut world = self.world.lock();
         self.hub
             .unsubscribe(Stream::User(conn.user), conn.id, identifier);
-        let outs = world.unsubscribe_chats(conn.user, db::now_ms());
+        let outs = world.unsubscribe_chats(conn.user, self.db.now_ms());
         self.apply(&world, outs);
     }
 
@@ -103,7 +106,7 @@ impl Engine {
     pub async fn go_to_background(&self, conn: &ConnHandle) -> Result<(), ChannelError> {
         {
             let mut world = self.world.lock();
-            let outs = world.go_to_background(conn.user, db::now_ms());
+            let outs = world.go_to_background(conn.user, self.db.now_ms());
             self.apply(&world, outs);
         }
         self.windows_changed.notify_one();

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::Engine;
-use crate::db::{self, users::UserId, DbError};
+use crate::db::{users::UserId, DbError};
 
 impl Engine {
     /// Take `user` offline now and bring the engine in line with the database about them.
@@ -16,7 +16,7 @@ impl Engine {
     pub async fn forget_user(self: &Arc<Self>, user: UserId) -> Result<(), DbError> {
         {
             let mut world = self.world.lock();
-            let outs = world.take_offline(user, db::now_ms());
+            let outs = world.take_offline(user, self.db.now_ms());
             self.apply(&world, outs);
         }
         self.people_changed(vec![user]).await

@@ -75,29 +75,11 @@ impl Engine {
         push: PushQueue,
         config: &Config,
     ) -> Result<Arc<Engine>, DbError> {
-        let stored = db
-            .read(|c| {
-                Ok(Stored {
-                    users: db::users::all(c)?,
-                    mutual_pairs: db::users::mutual_pairs(c)?,
-                    live_chats: db::chats::live_with_members(c)?
-                        .into_iter()
-                        .map(|(chat, members)| world::StoredChat {
-                            id: chat.id,
-                            starter: chat.starter_id,
-                            name: chat.name,
-                            members,
-                        })
-                        .collect(),
-                    windows: db::users::background_windows(c)?,
-                    max_chat_id: db::chats::max_id(c)?,
-                })
-            })
-            .await?;
+        let stored = db.read(load_present).await?;
         let window_ms = config.cable.background_window.as_millis() as i64;
         let (world, outs) = World::restore(
             stored,
-            db::now_ms(),
+            db.now_ms(),
             window_ms,
             config.limits.live_chats_per_user,
         );
@@ -187,7 +169,8 @@ impl Engine {
     }
 
     fn store(&self, change: Change) {
-        let what = format!("{change:?}");
+        // Kept to name the change if storing it fails (a clone, not a format per change).
+        let what = change.clone();
         let queued = self.db.submit(
             move |c| match change {
                 Change::CreateChat { id, starter, name } => {
@@ -199,7 +182,7 @@ impl Engine {
             },
             move |outcome| {
                 if let Err(e) = outcome {
-                    log::error!("storing {what} failed: {e}");
+                    log::error!("storing {what:?} failed: {e}");
                 }
             },
         );
@@ -222,20 +205,48 @@ impl Engine {
                 move |c| {
                     let mut state = Vec::with_capacity(users.len());
                     for user in users {
-                        let now = match db::users::by_id(c, user)? {
-                            Some(profile) => Some((profile, db::users::mutual_contacts(c, user)?)),
-                            None => None,
-                        };
-                        state.push((user, now));
+                        state.push((user, db::users::with_mutual_contacts(c, user)?));
                     }
                     Ok(state)
                 },
                 move |state| {
                     let state = state?;
                     let mut world = engine.world.lock();
-                    let outs = world.people_changed(state, db::now_ms());
+                    let outs = world.people_changed(state, engine.db.now_ms());
                     engine.apply(&world, outs);
                     Ok(())
+                },
+            )
+            .await?
+    }
+
+    /// Run `event` on the world with `user` present: at once when the world holds them, else
+    /// once their profile and mutual contacts are read and admitted. The read runs on the
+    /// writer, after every change queued before, and is admitted in commit order like
+    /// [`Engine::people_changed`], so it is never older than what the world has applied. A
+    /// user gone from the database is not admitted (the event then finds nobody).
+    async fn with_person<R: Send + 'static>(
+        self: &Arc<Self>,
+        user: UserId,
+        event: impl FnOnce(&Engine, &mut World) -> R + Send + 'static,
+    ) -> Result<R, DbError> {
+        {
+            let mut world = self.world.lock();
+            if world.knows(user) {
+                return Ok(event(self, &mut world));
+            }
+        }
+        let engine = self.clone();
+        self.db
+            .write_then(
+                move |c| db::users::with_mutual_contacts(c, user),
+                move |person| {
+                    let person = person?;
+                    let mut world = engine.world.lock();
+                    if let Some((profile, mutuals)) = person {
+                        world.admit(user, profile, mutuals);
+                    }
+                    Ok(event(&engine, &mut world))
                 },
             )
             .await?
@@ -247,7 +258,7 @@ impl Engine {
     pub async fn shutdown(&self) -> Result<(), DbError> {
         {
             let mut world = self.world.lock();
-            let outs = world.shutdown(db::now_ms());
+            let outs = world.shutdown(self.db.now_ms());
             log::info!(
                 "shutdown: {} online user(s) go to the background, {} live chat(s) kept",
                 outs.len(),
@@ -266,7 +277,22 @@ impl Engine {
         chat: ChatId,
         uuids: Vec<String>,
     ) -> Result<usize, ChannelError> {
-        if !self.world.lock().sees(inviter, chat) {
+        let held = {
+            let world = self.world.lock();
+            world.knows(inviter).then(|| world.sees(inviter, chat))
+        };
+        let visible = match held {
+            Some(visible) => visible,
+            // Not held: offline and in no live chat, so it can only see through a contact.
+            None => {
+                let mutuals = self
+                    .db
+                    .read(move |c| db::users::mutual_contacts(c, inviter))
+                    .await?;
+                self.world.lock().seen_through(chat, &mutuals)
+            }
+        };
+        if !visible {
             return Err(ChannelError::NotVisible(chat.0));
         }
         let invitees = self
@@ -348,4 +374,43 @@ fn about(note: &Note) -> Option<(ChatId, ChatNote)> {
         Note::DeleteChat(id) => Some((*id, ChatNote::Removed)),
         Note::ContactOnline(_) | Note::ContactOffline(_) => None,
     }
+}
+
+/// What the world needs at start: the users present (an open background window, or a member
+/// of a live chat) with their mutual pairs, the live chats, the windows. Everyone else stays
+/// on disk until they come online.
+fn load_present(c: &rusqlite::Connection) -> Result<Stored, DbError> {
+    let live_chats: Vec<world::StoredChat> = db::chats::live_with_members(c)?
+        .into_iter()
+        .map(|(chat, members)| world::StoredChat {
+            id: chat.id,
+            starter: chat.starter_id,
+            name: chat.name,
+            members,
+        })
+        .collect();
+    let windows = db::users::background_windows(c)?;
+    let mut present: std::collections::HashSet<UserId> =
+        windows.iter().map(|(user, _)| *user).collect();
+    for chat in &live_chats {
+        present.extend(chat.members.iter().copied());
+    }
+    let mut users = Vec::with_capacity(present.len());
+    for id in &present {
+        users.extend(db::users::by_id(c, *id)?);
+    }
+    let mutual_pairs = if present.is_empty() {
+        Vec::new()
+    } else {
+        db::users::mutual_pairs_among(c, &present)?
+    };
+    let stored = Stored {
+        mutual_pairs,
+        users,
+        live_chats,
+        windows,
+        max_chat_id: db::chats::max_id(c)?,
+    };
+    db::release_page_cache(c)?;
+    Ok(stored)
 }

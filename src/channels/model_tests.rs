@@ -91,6 +91,14 @@ impl Truth {
         self.mutual.contains(&(a.min(b), a.max(b)))
     }
 
+    fn mutuals_of(&self, u: UserId) -> Vec<UserId> {
+        self.users
+            .iter()
+            .copied()
+            .filter(|m| self.mutual(u, *m))
+            .collect()
+    }
+
     fn online(&self, u: UserId, subs: &Subs) -> bool {
         subs.values().any(|(owner, _)| *owner == u) || self.windows.contains_key(&u)
     }
@@ -263,6 +271,15 @@ impl Harness {
         (!ids.is_empty()).then(|| ids[k % ids.len()])
     }
 
+    /// As the engine does before an event about a user the world does not hold: their
+    /// profile and mutual contacts as stored.
+    fn admit(&mut self, user: UserId) {
+        if !self.world.knows(user) {
+            let mutuals = self.truth.mutuals_of(user);
+            self.world.admit(user, profile(user.0), mutuals);
+        }
+    }
+
     fn unsubscribe(&mut self, key: usize) -> Result<(), String> {
         let (user, _) = self.subs.remove(&key).expect("live subscription");
         let outs = self.world.unsubscribe_chats(user, self.now);
@@ -277,6 +294,7 @@ impl Harness {
                     return Ok(());
                 }
                 self.truth.windows.remove(&user);
+                self.admit(user);
                 let (snapshot, outs) = self.world.subscribe_chats(user);
                 let key = self.next_sub;
                 self.next_sub += 1;
@@ -303,6 +321,7 @@ impl Harness {
                     return Ok(());
                 }
                 let allowed = self.truth.sees(user, id, &self.subs);
+                self.admit(user);
                 match self.world.join(user, id) {
                     Ok((joined, outs)) => {
                         if !allowed {
@@ -401,13 +420,7 @@ impl Harness {
                 } else {
                     self.truth.mutual.remove(&pair);
                 }
-                let mutuals: Vec<UserId> = self
-                    .truth
-                    .users
-                    .iter()
-                    .copied()
-                    .filter(|m| self.truth.mutual(a, *m))
-                    .collect();
+                let mutuals = self.truth.mutuals_of(a);
                 let outs = self
                     .world
                     .people_changed(vec![(a, Some((profile(a.0), mutuals)))], self.now);
@@ -478,6 +491,26 @@ impl Harness {
             if !c.ended && self.world.chat(*id).map(|w| &w.members) != Some(&c.members) {
                 return Err(format!("chat {} members differ in the world", id.0));
             }
+        }
+        // The world holds exactly the present: online, or a member of a live chat.
+        let present = self
+            .truth
+            .users
+            .iter()
+            .filter(|u| {
+                self.truth.online(**u, &self.subs)
+                    || self
+                        .truth
+                        .chats
+                        .values()
+                        .any(|c| !c.ended && c.members.contains(u))
+            })
+            .count();
+        if self.world.held_count() != present {
+            return Err(format!(
+                "the world holds {} people, {present} are present",
+                self.world.held_count()
+            ));
         }
         if self.stores.windows != self.truth.windows {
             return Err(format!(

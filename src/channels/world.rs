@@ -9,6 +9,12 @@
 //! the change and after it, and derives the notes from the difference: `chat` to those who newly
 //! see a chat, `update_chat` to those who saw it and see it changed, `delete_chat` to those who
 //! no longer see it — so nobody gets two notes for one change, or one when nothing changed.
+//!
+//! The world holds only the people who matter to somebody's view right now: those online and
+//! the members of live chats ("present"), with their mutual contacts among the present. Anybody
+//! else affects no view, so a server with 10,000 accounts and nobody online holds nobody. Before
+//! an event about an absent user, the engine reads their profile and contacts and calls
+//! [`World::admit`]; whoever is offline and in no live chat after an event is let go again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -75,8 +81,10 @@ pub type PersonState = (UserId, Option<(User, Vec<UserId>)>);
 /// What the database holds at start (see [`World::restore`]).
 #[derive(Debug, Default)]
 pub struct Stored {
+    /// The users present at start: those with an open background window and the members of
+    /// live chats (others may be given too; they are let go).
     pub users: Vec<User>,
-    /// Mutual contact pairs, each once.
+    /// Mutual contact pairs among `users`, each once.
     pub mutual_pairs: Vec<(UserId, UserId)>,
     /// Live chats with their members in join order.
     pub live_chats: Vec<StoredChat>,
@@ -139,7 +147,11 @@ struct View {
 
 #[derive(Debug)]
 pub struct World {
+    /// The present: online, or a member of a live chat (and, within one event, someone
+    /// admitted for it). Mutual contact sets hold present people only.
     people: HashMap<UserId, Person>,
+    /// People who may have stopped being present during the current event (see `settle`).
+    leaving: Vec<UserId>,
     chats: BTreeMap<ChatId, LiveChat>,
     next_chat_id: i64,
     window_ms: Ms,
@@ -150,6 +162,7 @@ impl World {
     pub fn new(window_ms: Ms, live_chats_per_user: usize) -> World {
         World {
             people: HashMap::new(),
+            leaving: Vec::new(),
             chats: BTreeMap::new(),
             next_chat_id: 1,
             window_ms,
@@ -207,13 +220,46 @@ impl World {
                 },
             );
         }
+        world.leaving = world.people.keys().copied().collect();
+        world.settle();
         (world, outs)
     }
 
     // ---- questions ------------------------------------------------------------------------
 
+    /// Is `user` held (present)? If not, an event about them needs [`World::admit`] first.
     pub fn knows(&self, user: UserId) -> bool {
         self.people.contains_key(&user)
+    }
+
+    /// How many people are held: the present (for the memory bound in tests and `status`).
+    pub fn held_count(&self) -> usize {
+        self.people.len()
+    }
+
+    /// Make an absent user present for the event that follows, with their profile and mutual
+    /// contacts as the database holds them after every change applied so far. Changes no view
+    /// (they are offline and in no live chat), so it sends nothing; an event that leaves them
+    /// so lets them go again.
+    pub fn admit(&mut self, user: UserId, profile: User, mutuals: Vec<UserId>) {
+        if self.people.contains_key(&user) {
+            return;
+        }
+        self.people.insert(user, Person::new(profile));
+        for m in mutuals {
+            self.link(user, m);
+        }
+        self.leaving.push(user);
+    }
+
+    /// Does an absent viewer with these mutual contacts see the live chat `id`? (An absent
+    /// user is in no live chat, so only through an online member.)
+    pub fn seen_through(&self, id: ChatId, mutuals: &[UserId]) -> bool {
+        self.chats.get(&id).is_some_and(|chat| {
+            chat.members
+                .iter()
+                .any(|m| self.is_online(*m) && mutuals.contains(m))
+        })
     }
 
     pub fn profile(&self, user: UserId) -> Option<&User> {
@@ -365,6 +411,7 @@ impl World {
             send(&mut outs, Note::ContactOnline(user), to);
             self.diff(before, Some(user), 0, &mut outs);
         }
+        self.settle();
         (self.snapshot(user), outs)
     }
 
@@ -387,6 +434,7 @@ impl World {
         self.mark_offline(user, &mut outs);
         // The user no longer receives anything: their own view is not updated.
         self.diff(before, Some(user), now, &mut outs);
+        self.settle();
         outs
     }
 
@@ -404,6 +452,7 @@ impl World {
             outs.push(Out::Store(Change::Window(user, None)));
         }
         self.diff(before, Some(user), now, &mut outs);
+        self.settle();
         outs
     }
 
@@ -416,11 +465,18 @@ impl World {
         person.window_until = None;
         let uuid = person.profile.uuid.clone();
         send(outs, Note::ContactOffline(uuid), to);
+        self.leaving.push(user);
     }
 
     /// Subscribing to a chat joins it: allowed when the user sees it. Returns whether the user
     /// became a member (a member re-joining changes nothing and sends nothing).
     pub fn join(&mut self, user: UserId, id: ChatId) -> Result<(bool, Vec<Out>), Refusal> {
+        let joined = self.join_now(user, id);
+        self.settle();
+        joined
+    }
+
+    fn join_now(&mut self, user: UserId, id: ChatId) -> Result<(bool, Vec<Out>), Refusal> {
         let mut outs = Vec::new();
         if !self.people.contains_key(&user) || !self.sees(user, id) {
             return Err(Refusal::NotVisible);
@@ -440,6 +496,16 @@ impl World {
     /// subscription is sent `own_chat` by the caller; every other subscription that now sees
     /// the chat — the starter's other devices included — is sent `chat` (in the outs).
     pub fn create_chat(
+        &mut self,
+        user: UserId,
+        name: String,
+    ) -> Result<(ChatId, Vec<Out>), Refusal> {
+        let created = self.create_chat_now(user, name);
+        self.settle();
+        created
+    }
+
+    fn create_chat_now(
         &mut self,
         user: UserId,
         name: String,
@@ -480,13 +546,15 @@ impl World {
     /// whose unsubscribes leave the user online through the window).
     pub fn go_to_background(&mut self, user: UserId, now: Ms) -> Vec<Out> {
         let until = now + self.window_ms;
-        match self.people.get_mut(&user) {
+        let outs = match self.people.get_mut(&user) {
             Some(p) => {
                 p.window_until = Some(until);
                 vec![Out::Store(Change::Window(user, Some(until)))]
             }
             None => Vec::new(),
-        }
+        };
+        self.settle();
+        outs
     }
 
     /// Close every window that ended by `now`; users without a subscription go offline. All
@@ -518,6 +586,7 @@ impl World {
             }
         }
         self.diff(before, None, now, &mut outs);
+        self.settle();
         outs
     }
 
@@ -568,6 +637,7 @@ impl World {
             }
         }
         self.diff(before, None, now, &mut outs);
+        self.settle();
         outs
     }
 
@@ -578,12 +648,11 @@ impl World {
         mutuals: Vec<UserId>,
         outs: &mut Vec<Out>,
     ) {
-        match self.people.get_mut(&user) {
-            Some(p) => p.profile = profile,
-            None => {
-                self.people.insert(user, Person::new(profile));
-            }
-        }
+        // An absent user matters to no view: they are read afresh when they come back.
+        let Some(p) = self.people.get_mut(&user) else {
+            return;
+        };
+        p.profile = profile;
         let new: BTreeSet<UserId> = mutuals
             .into_iter()
             .filter(|m| *m != user && self.people.contains_key(m))
@@ -710,9 +779,31 @@ impl World {
             for m in chat.members {
                 if let Some(p) = self.people.get_mut(&m) {
                     p.chats.remove(&id);
+                    self.leaving.push(m);
                 }
             }
             outs.push(Out::Store(Change::EndChat(id, now)));
+        }
+    }
+}
+
+impl World {
+    /// Let go of everyone listed in `leaving` who is now offline and in no live chat: they
+    /// matter to no view until they come back (and are admitted afresh then).
+    fn settle(&mut self) {
+        for user in std::mem::take(&mut self.leaving) {
+            let Some(p) = self.people.get(&user) else {
+                continue;
+            };
+            if p.online() || !p.chats.is_empty() {
+                continue;
+            }
+            let person = self.people.remove(&user).expect("present");
+            for m in person.mutuals {
+                if let Some(p) = self.people.get_mut(&m) {
+                    p.mutuals.remove(&user);
+                }
+            }
         }
     }
 }

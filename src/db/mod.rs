@@ -15,7 +15,7 @@ pub mod tokens;
 pub mod users;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -42,6 +42,8 @@ const MAX_READERS: usize = 16;
 /// server has in flight — every connection awaits its own writes, the engine queues a few per
 /// event, 10 000 connections at most — so it is only reached when the disk has stopped
 /// committing, and then refusing beats growing the queue until the OOM killer ends the server.
+/// Counted beside an unbounded channel rather than by a bounded one: std's bounded channel
+/// allocates and touches all its slots up front (1.5 MB resident from the start for this bound).
 pub const WRITE_QUEUE: usize = 65_536;
 
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +84,9 @@ pub struct Db {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Option<mpsc::SyncSender<WriteJob>>>,
+    writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    /// Writes sent to the writer and not yet taken up by it (at most [`WRITE_QUEUE`]).
+    queued: Arc<AtomicUsize>,
     writer_alive: Arc<AtomicBool>,
     readers: Mutex<ReadPool>,
     reader_returned: Condvar,
@@ -166,16 +170,18 @@ impl Db {
             configure(&conn)?;
             readers.push(conn);
         }
-        let (tx, rx) = mpsc::sync_channel::<WriteJob>(WRITE_QUEUE);
+        let (tx, rx) = mpsc::channel::<WriteJob>();
+        let queued = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(WriteStats::default());
         let alive = Arc::new(AtomicBool::new(true));
         let thread = {
             let stats = stats.clone();
             let alive = alive.clone();
+            let queued = queued.clone();
             std::thread::Builder::new()
                 .name("hangin-db-writer".into())
                 .spawn(move || {
-                    writer_loop(writer_conn, rx, &stats);
+                    writer_loop(writer_conn, rx, &queued, &stats);
                     alive.store(false, Ordering::SeqCst);
                 })?
         };
@@ -183,6 +189,7 @@ impl Db {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 writer: Mutex::new(Some(tx)),
+                queued,
                 writer_alive: alive,
                 readers: Mutex::new(ReadPool {
                     open: readers.len(),
@@ -273,9 +280,14 @@ impl Db {
         });
         let guard = self.inner.writer.lock();
         let sender = guard.as_ref().ok_or(DbError::WriterGone)?;
-        sender.try_send(job).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => DbError::QueueFull,
-            mpsc::TrySendError::Disconnected(_) => DbError::WriterGone,
+        let queued = &self.inner.queued;
+        if queued.fetch_add(1, Ordering::SeqCst) >= WRITE_QUEUE {
+            queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(DbError::QueueFull);
+        }
+        sender.send(job).map_err(|_| {
+            queued.fetch_sub(1, Ordering::SeqCst);
+            DbError::WriterGone
         })
     }
 
@@ -369,7 +381,12 @@ impl Inner {
     }
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteJob>, stats: &WriteStats) {
+fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<WriteJob>,
+    queued: &AtomicUsize,
+    stats: &WriteStats,
+) {
     let mut batch: Vec<WriteJob> = Vec::new();
     while let Ok(first) = rx.recv() {
         batch.push(first);
@@ -379,6 +396,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteJob>, stats: &Write
                 Err(_) => break,
             }
         }
+        queued.fetch_sub(batch.len(), Ordering::SeqCst);
         let count = batch.len() as u64;
         let started = std::time::Instant::now();
         let finishers = run_batch(&mut conn, batch.drain(..));
@@ -461,6 +479,13 @@ pub fn backup(src: &Path, dest: &Path) -> DbResult<()> {
         backup.run_to_completion(256, Duration::from_millis(5), None)?;
     }
     std::fs::rename(&tmp, dest)?;
+    Ok(())
+}
+
+/// Hand the connection's page cache back to the allocator: after a one-off scan (the engine's
+/// load at start) that would otherwise keep up to SQLite's 2 MB cache resident for good.
+pub fn release_page_cache(conn: &Connection) -> DbResult<()> {
+    conn.execute_batch("PRAGMA shrink_memory;")?;
     Ok(())
 }
 

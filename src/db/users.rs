@@ -55,22 +55,37 @@ pub fn by_number(conn: &Connection, number: &str) -> DbResult<Option<User>> {
     one(conn, "number = ?1", &number)
 }
 
-/// Every user (start: the engine keeps the people it renders in memory).
-pub fn all(conn: &Connection) -> DbResult<Vec<User>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))?;
-    let rows = stmt.query_map([], user_from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// Every mutual contact pair, each once (smaller id first).
-pub fn mutual_pairs(conn: &Connection) -> DbResult<Vec<(UserId, UserId)>> {
+/// Mutual contact pairs among `users`, each once (smaller id first). Streamed through a
+/// filter: at start only the present are wanted, however many accounts the server has.
+pub fn mutual_pairs_among(
+    conn: &Connection,
+    users: &std::collections::HashSet<UserId>,
+) -> DbResult<Vec<(UserId, UserId)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT a.owner_id, a.contact_id FROM contacts a
          JOIN contacts b ON b.owner_id = a.contact_id AND b.contact_id = a.owner_id
          WHERE a.owner_id < a.contact_id",
     )?;
-    let rows = stmt.query_map([], |r| Ok((UserId(r.get(0)?), UserId(r.get(1)?))))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut rows = stmt.query([])?;
+    let mut pairs = Vec::new();
+    while let Some(r) = rows.next()? {
+        let pair = (UserId(r.get(0)?), UserId(r.get(1)?));
+        if users.contains(&pair.0) && users.contains(&pair.1) {
+            pairs.push(pair);
+        }
+    }
+    Ok(pairs)
+}
+
+/// A user and their mutual contacts (ids ascending), or `None` when there is no such user.
+pub fn with_mutual_contacts(
+    conn: &Connection,
+    id: UserId,
+) -> DbResult<Option<(User, Vec<UserId>)>> {
+    match by_id(conn, id)? {
+        Some(user) => Ok(Some((user, mutual_contacts(conn, id)?))),
+        None => Ok(None),
+    }
 }
 
 /// Create the user of a newly verified number and link every address book that holds it.
