@@ -1,14 +1,16 @@
-//! Criterion benches of the pure hot paths: cable frame parse/serialize, hub fan-out, number
-//! normalisation. `cargo bench --bench hot_paths`; figures in README "Performance".
+//! Criterion benches of the pure hot paths: cable frame parse/serialize, hub fan-out, presence
+//! notes to many users, the presence engine in a join storm, number normalisation.
+//! `cargo bench --bench hot_paths`; figures in docs/performance.md "Benches".
 
 use std::hint::black_box;
 use std::sync::Arc;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use hangin::cable::protocol;
+use hangin::channels::world::{Out, World};
 use hangin::config::KeyStyle;
 use hangin::db::chats::ChatId;
-use hangin::db::users::UserId;
+use hangin::db::users::{User, UserId};
 use hangin::hub::{Hub, Outbound, Stream};
 use hangin::outbox;
 use hangin::people::numbers;
@@ -115,5 +117,103 @@ fn normalise(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, frames, fan_out, normalise);
+const CHATS_IDENT: &str = r#"{"channel":"ChatsChannel"}"#;
+
+/// One `update_chat` to the `ChatsChannel` of 1,000 users: the frame built once for all of
+/// them (`deliver_to_users`, what the engine does) against once per user (one broadcast to
+/// each user's stream, what it did before), queues drained as the writer tasks do.
+fn notes(c: &mut Criterion) {
+    let mut g = c.benchmark_group("presence_note_to_users");
+    let n = 1000;
+    let hub = Hub::new();
+    let mut rxs = Vec::with_capacity(n);
+    let users: Vec<UserId> = (0..n as i64).map(UserId).collect();
+    for u in &users {
+        let (tx, rx) = outbox::channel(1 << 20);
+        let conn = hub.register(*u, tx);
+        hub.subscribe(Stream::User(*u), &conn, Arc::from(CHATS_IDENT.to_string()));
+        rxs.push(rx);
+    }
+    // A chat of 50 online members, as a viewer receives it.
+    let members: Vec<serde_json::Value> = (0..50)
+        .map(|i| serde_json::json!({"uuid": format!("6c1b7f0e-3f5e-4a8a-9a53-{i:012}"), "first_name": "Load", "last_name": format!("User{i}"), "number": "(555) 123-4567", "profile_pic": null}))
+        .collect();
+    let payload =
+        serde_json::json!({"update_chat": {"id": 7, "name": "park", "users": members}}).to_string();
+    g.throughput(Throughput::Elements(n as u64));
+    let drain = |rxs: &mut [outbox::Receiver<Outbound>]| {
+        for rx in rxs.iter_mut() {
+            while rx.try_recv().is_ok() {}
+        }
+    };
+    g.bench_function("one_frame_for_all/1000", |b| {
+        b.iter(|| {
+            hub.deliver_to_users(black_box(&users), black_box(&payload), None);
+            drain(&mut rxs);
+        })
+    });
+    g.bench_function("frame_per_user/1000", |b| {
+        b.iter(|| {
+            for u in &users {
+                hub.broadcast(Stream::User(*u), black_box(&payload));
+            }
+            drain(&mut rxs);
+        })
+    });
+    g.finish();
+}
+
+fn profile(id: i64) -> User {
+    User {
+        id: UserId(id),
+        uuid: format!("6c1b7f0e-3f5e-4a8a-9a53-{id:012}"),
+        number: format!("+1555{id:07}"),
+        first_name: Some("Load".into()),
+        last_name: Some(format!("User{id}")),
+        picture_key: None,
+        device_token: None,
+        background_until: None,
+    }
+}
+
+/// The presence engine's CPU in a join storm: an owner and `m` online mutual contacts; all of
+/// them join the owner's chat one after the other (every join tells every viewer). Per join:
+/// the state change and the notes it decides, before anything is rendered.
+fn join_storm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("world_join_storm");
+    for m in [100i64, 1000] {
+        g.throughput(Throughput::Elements(m as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(m), &m, |b, &m| {
+            b.iter_batched(
+                || {
+                    let mut world = World::new(60_000, 20);
+                    let owner = UserId(0);
+                    world.admit(owner, profile(0), (1..=m).map(UserId).collect());
+                    for i in 1..=m {
+                        world.admit(UserId(i), profile(i), vec![owner]);
+                        world.subscribe_chats(UserId(i));
+                    }
+                    world.subscribe_chats(owner);
+                    let (chat, _) = world.create_chat(owner, "park".into()).expect("allowed");
+                    (world, chat)
+                },
+                |(mut world, chat)| {
+                    let mut notes = 0;
+                    for i in 1..=m {
+                        let (_, outs) = world.join(UserId(i), chat).expect("visible");
+                        notes += outs
+                            .iter()
+                            .filter(|o| matches!(o, Out::Send { .. }))
+                            .count();
+                    }
+                    black_box(notes)
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, frames, fan_out, notes, join_storm, normalise);
 criterion_main!(benches);
