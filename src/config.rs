@@ -902,7 +902,10 @@ mod tests {
     #[test]
     fn secrets_are_masked() {
         let c = load(
-            Some("[otp.modem]\npin = \"4711\"\n[push.webhook]\nurl = \"https://user:pw@ntfy.lan/h\"\n"),
+            Some(
+                "[otp.modem]\npin = \"4711\"\n\
+                 [push.webhook]\nurl = \"https://user:pw@ntfy.lan/h\"\n",
+            ),
             &[
                 ("HANGIN_OTP__WEBHOOK__SECRET", "whsec_c2VjcmV0"),
                 ("HANGIN_PUSH__WEBHOOK__HEADERS__AUTHORIZATION", "Bearer tok"),
@@ -1062,40 +1065,115 @@ mod tests {
     #[test]
     fn bad_driver_settings_name_their_key() {
         for (file, env, key, why) in [
-            ("[otp.webhook]\nurl = \"sms-gateway.lan\"\n", None, "otp.webhook.url", "not a URL"),
-            ("[push.webhook]\nurl = \"ftp://example/\"\n", None, "push.webhook.url", "http://"),
-            ("", Some(("HANGIN_OTP__WEBHOOK__URL", "http://")), "otp.webhook.url", "URL"),
+            (
+                "[otp.webhook]\nurl = \"sms-gateway.lan\"\n",
+                None,
+                "otp.webhook.url",
+                "not a URL",
+            ),
+            (
+                "[push.webhook]\nurl = \"ftp://example/\"\n",
+                None,
+                "push.webhook.url",
+                "http://",
+            ),
+            (
+                "",
+                Some(("HANGIN_OTP__WEBHOOK__URL", "http://")),
+                "otp.webhook.url",
+                "URL",
+            ),
             (
                 "[otp.webhook]\nsecret = \"whsec_!!not base64!!\"\n",
                 None,
                 "otp.webhook.secret",
                 "not base64",
             ),
-            ("[push.webhook]\nsecret = \"whsec_\"\n", None, "push.webhook.secret", "empty"),
+            (
+                "[push.webhook]\nsecret = \"whsec_\"\n",
+                None,
+                "push.webhook.secret",
+                "empty",
+            ),
             (
                 "[otp.webhook.headers]\n\"Bad Name\" = \"x\"\n",
                 None,
                 "otp.webhook.headers",
                 "invalid header name",
             ),
-            ("[otp.webhook]\ntimeout_seconds = 0\n", None, "otp.webhook.timeout_seconds", "positive"),
+            (
+                "[otp.webhook]\ntimeout_seconds = 0\n",
+                None,
+                "otp.webhook.timeout_seconds",
+                "positive",
+            ),
             (
                 "",
                 Some(("HANGIN_PUSH__WEBHOOK__TIMEOUT_SECONDS", "soon")),
                 "push.webhook.timeout_seconds",
                 "",
             ),
-            ("[push.webhook]\ntries = 0\n", None, "push.webhook.tries", "at least 1"),
-            ("[otp.modem]\npin = \"12a4\"\n", None, "otp.modem.pin", "4 to 8 digits"),
-            ("", Some(("HANGIN_OTP__MODEM__PIN", "123")), "otp.modem.pin", "4 to 8 digits"),
-            ("[otp.modem]\nbaud = 0\n", None, "otp.modem.baud", "positive"),
-            ("[otp.modem]\ntimeout_seconds = 0\n", None, "otp.modem.timeout_seconds", "positive"),
-            ("[otp.exec]\ntimeout_seconds = -3\n", None, "otp.exec.timeout_seconds", ""),
-            ("[otp.exec]\ntimeout_seconds = 0\n", None, "otp.exec.timeout_seconds", "positive"),
-            ("[push.apns]\nhost = \"relay/path\"\n", None, "push.apns.host", "host[:port]"),
-            ("[push.apns]\nhost = \"relay:port\"\n", None, "push.apns.host", "host[:port]"),
+            (
+                "[push.webhook]\ntries = 0\n",
+                None,
+                "push.webhook.tries",
+                "at least 1",
+            ),
+            (
+                "[otp.modem]\npin = \"12a4\"\n",
+                None,
+                "otp.modem.pin",
+                "4 to 8 digits",
+            ),
+            (
+                "",
+                Some(("HANGIN_OTP__MODEM__PIN", "123")),
+                "otp.modem.pin",
+                "4 to 8 digits",
+            ),
+            (
+                "[otp.modem]\nbaud = 0\n",
+                None,
+                "otp.modem.baud",
+                "positive",
+            ),
+            (
+                "[otp.modem]\ntimeout_seconds = 0\n",
+                None,
+                "otp.modem.timeout_seconds",
+                "positive",
+            ),
+            (
+                "[otp.exec]\ntimeout_seconds = -3\n",
+                None,
+                "otp.exec.timeout_seconds",
+                "",
+            ),
+            (
+                "[otp.exec]\ntimeout_seconds = 0\n",
+                None,
+                "otp.exec.timeout_seconds",
+                "positive",
+            ),
+            (
+                "[push.apns]\nhost = \"relay/path\"\n",
+                None,
+                "push.apns.host",
+                "host[:port]",
+            ),
+            (
+                "[push.apns]\nhost = \"relay:port\"\n",
+                None,
+                "push.apns.host",
+                "host[:port]",
+            ),
             // What the chosen driver needs.
-            ("[otp]\ndriver = \"webhook\"\n", None, "otp.webhook.url", "set the receiver's URL"),
+            (
+                "[otp]\ndriver = \"webhook\"\n",
+                None,
+                "otp.webhook.url",
+                "set the receiver's URL",
+            ),
             (
                 "[otp]\ndriver = \"webhook\"\n[otp.webhook]\nurl = \"http://127.0.0.1:9/\"\n",
                 None,
@@ -1108,11 +1186,27 @@ mod tests {
                 "push.webhook.url",
                 "is empty",
             ),
-            ("[otp]\ndriver = \"modem\"\n[otp.modem]\ndevice = \"\"\n", None, "otp.modem.device", "serial port"),
-            ("[otp]\ndriver = \"exec\"\n", None, "otp.exec.argv", "give the program"),
-            ("[push]\ndriver = \"apns\"\n", None, "push.apns.key_path", "is empty"),
             (
-                "[push]\ndriver = \"apns\"\n[push.apns]\nkey_path = \"/k.p8\"\nkey_id = \"K\"\ntopic = \"t\"\n",
+                "[otp]\ndriver = \"modem\"\n[otp.modem]\ndevice = \"\"\n",
+                None,
+                "otp.modem.device",
+                "serial port",
+            ),
+            (
+                "[otp]\ndriver = \"exec\"\n",
+                None,
+                "otp.exec.argv",
+                "give the program",
+            ),
+            (
+                "[push]\ndriver = \"apns\"\n",
+                None,
+                "push.apns.key_path",
+                "is empty",
+            ),
+            (
+                "[push]\ndriver = \"apns\"\n\
+                 [push.apns]\nkey_path = \"/k.p8\"\nkey_id = \"K\"\ntopic = \"t\"\n",
                 None,
                 "push.apns.team_id",
                 "is empty",

@@ -286,10 +286,9 @@ impl FromStr for WebhookSecret {
             None => secret.as_bytes().to_vec(),
         };
         if key.is_empty() {
-            return Err(
-                "is an empty key; every webhook is signed (e.g. `whsec_` + `openssl rand -base64 32`)"
-                    .into(),
-            );
+            return Err("is an empty key; every webhook is signed \
+                 (e.g. `whsec_` + `openssl rand -base64 32`)"
+                .into());
         }
         Ok(WebhookSecret {
             written: secret.to_string(),
