@@ -8,7 +8,6 @@
 //! (`hangin config example`, and the shipped `systemd/hangin.toml`) is generated from them by
 //! `example`, and tests hold the shipped file and docs/configuration.md to them.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,7 +19,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::net::Cidr;
 
+mod delivery;
 mod example;
+pub use delivery::{
+    ApnsConfig, ApnsCredentials, ApnsEnvironment, ApnsHost, ExecConfig, Headers, ModemConfig,
+    SimPin, WebhookConfig, WebhookSecret,
+};
 pub use example::{example, Example};
 
 /// The configuration of one server. Serde names are the TOML keys of the contract.
@@ -144,36 +148,6 @@ pub enum OtpDriverKind {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct WebhookConfig {
-    pub url: String,
-    /// `whsec_<base64>` = Standard Webhooks key; any other string = raw key bytes.
-    pub secret: String,
-    /// Extra static headers, e.g. a gateway's `Authorization`.
-    pub headers: BTreeMap<String, String>,
-    pub timeout_seconds: u64,
-    pub tries: u32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ModemConfig {
-    pub device: String,
-    pub baud: u32,
-    pub pin: String,
-    /// How long to wait for each answer of the modem.
-    pub timeout_seconds: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ExecConfig {
-    /// Program and arguments; `{number}`, `{e164}`, `{code}`, `{message}` are replaced. No shell.
-    pub argv: Vec<String>,
-    pub timeout_seconds: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
 pub struct PushConfig {
     pub driver: PushDriverKind,
     /// Pushes waiting for the driver; more are dropped with a warning rather than blocking anyone.
@@ -188,27 +162,6 @@ pub enum PushDriverKind {
     Log,
     Apns,
     Webhook,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApnsConfig {
-    pub key_path: String,
-    pub key_id: String,
-    pub team_id: String,
-    pub topic: String,
-    pub environment: ApnsEnvironment,
-    /// `host[:port]` instead of Apple's host for `environment` (a local stand-in or relay).
-    pub host: String,
-    /// Extra CA certificates (PEM) to trust for `host`, besides the public roots.
-    pub ca_file: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ApnsEnvironment {
-    Production,
-    Sandbox,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -340,38 +293,6 @@ impl Default for OtpConfig {
     }
 }
 
-impl Default for WebhookConfig {
-    fn default() -> Self {
-        WebhookConfig {
-            url: String::new(),
-            secret: String::new(),
-            headers: BTreeMap::new(),
-            timeout_seconds: 5,
-            tries: 3,
-        }
-    }
-}
-
-impl Default for ModemConfig {
-    fn default() -> Self {
-        ModemConfig {
-            device: "/dev/ttyUSB2".into(),
-            baud: 115200,
-            pin: String::new(),
-            timeout_seconds: 30,
-        }
-    }
-}
-
-impl Default for ExecConfig {
-    fn default() -> Self {
-        ExecConfig {
-            argv: Vec::new(),
-            timeout_seconds: 30,
-        }
-    }
-}
-
 impl Default for PushConfig {
     fn default() -> Self {
         PushConfig {
@@ -379,20 +300,6 @@ impl Default for PushConfig {
             queue: 1024,
             webhook: WebhookConfig::default(),
             apns: ApnsConfig::default(),
-        }
-    }
-}
-
-impl Default for ApnsConfig {
-    fn default() -> Self {
-        ApnsConfig {
-            key_path: String::new(),
-            key_id: String::new(),
-            team_id: String::new(),
-            topic: String::new(),
-            environment: ApnsEnvironment::Production,
-            host: String::new(),
-            ca_file: String::new(),
         }
     }
 }
@@ -713,11 +620,43 @@ impl Config {
         if !self.otp.message.contains("{code}") {
             return bad("otp.message", "must contain {code}");
         }
+        self.validate_drivers().map_err(ConfigError::Invalid)?;
         crate::people::numbers::Numbers::new(
             &self.numbers.default_region,
             &self.numbers.allowed_regions,
         )
         .map_err(ConfigError::Invalid)?;
+        Ok(())
+    }
+
+    /// The delivery drivers' ranges, whichever driver is chosen, and what the chosen ones need
+    /// (the drivers check the outside world when they start).
+    fn validate_drivers(&self) -> Result<(), String> {
+        self.otp.webhook.check_ranges("otp.webhook")?;
+        self.push.webhook.check_ranges("push.webhook")?;
+        self.otp.modem.check_ranges()?;
+        self.otp.exec.check_ranges()?;
+        match self.otp.driver {
+            OtpDriverKind::Log => {}
+            OtpDriverKind::Webhook => {
+                self.otp.webhook.endpoint("otp.webhook")?;
+            }
+            OtpDriverKind::Modem => {
+                self.otp.modem.device_path()?;
+            }
+            OtpDriverKind::Exec => {
+                self.otp.exec.program()?;
+            }
+        }
+        match self.push.driver {
+            PushDriverKind::Log => {}
+            PushDriverKind::Webhook => {
+                self.push.webhook.endpoint("push.webhook")?;
+            }
+            PushDriverKind::Apns => {
+                self.push.apns.credentials()?;
+            }
+        }
         Ok(())
     }
 
@@ -736,28 +675,10 @@ impl Config {
     /// The effective configuration as TOML with secrets masked (`hangin config check`).
     pub fn masked_toml(&self) -> String {
         let mut shown = self.clone();
-        for secret in [
-            &mut shown.otp.webhook.secret,
-            &mut shown.push.webhook.secret,
-        ] {
-            mask(secret);
-        }
-        mask(&mut shown.otp.modem.pin);
-        for headers in [
-            &mut shown.otp.webhook.headers,
-            &mut shown.push.webhook.headers,
-        ] {
-            for value in headers.values_mut() {
-                mask(value);
-            }
-        }
+        shown.otp.webhook.mask();
+        shown.push.webhook.mask();
+        shown.otp.modem.mask();
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
-    }
-}
-
-fn mask(secret: &mut String) {
-    if !secret.is_empty() {
-        *secret = "********".into();
     }
 }
 
@@ -980,10 +901,32 @@ mod tests {
 
     #[test]
     fn secrets_are_masked() {
-        let c = load(None, &[("HANGIN_OTP__WEBHOOK__SECRET", "whsec_abc")]).unwrap();
+        let c = load(
+            Some(
+                "[otp.modem]\npin = \"4711\"\n\
+                 [push.webhook]\nurl = \"https://user:pw@ntfy.lan/h\"\n",
+            ),
+            &[
+                ("HANGIN_OTP__WEBHOOK__SECRET", "whsec_c2VjcmV0"),
+                ("HANGIN_PUSH__WEBHOOK__HEADERS__AUTHORIZATION", "Bearer tok"),
+            ],
+        )
+        .unwrap();
         let shown = c.masked_toml();
-        assert!(!shown.contains("whsec_abc"));
-        assert!(shown.contains("********"));
+        for secret in ["whsec_c2VjcmV0", "4711", ":pw@", "Bearer tok"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("secret = \"********\""), "{shown}");
+        assert!(shown.contains("pin = \"********\""), "{shown}");
+        assert!(
+            shown.contains("https://user:********@ntfy.lan/h"),
+            "{shown}"
+        );
+        // Nor does Debug output show them.
+        let debug = format!("{c:?}");
+        for secret in ["c2VjcmV0", "4711", "Bearer tok"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
     }
 
     #[test]
@@ -997,8 +940,8 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.otp.modem.pin, "0042");
-        assert_eq!(c.push.apns.team_id, "1234567890");
+        assert_eq!(c.otp.modem.pin.as_ref().unwrap().as_str(), "0042");
+        assert_eq!(c.push.apns.team_id.as_deref(), Some("1234567890"));
         assert_eq!(c.otp.modem.baud, 9600);
     }
 
@@ -1010,8 +953,275 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            c.otp.webhook.headers.get("authorization").unwrap(),
+            c.otp.webhook.headers.map().get("authorization").unwrap(),
             "Bearer x"
         );
+    }
+
+    /// Every driver key written `""`, as config files have written "not set" all along: it
+    /// still loads, to `None`, and is shown back as `""`.
+    #[test]
+    fn empty_driver_settings_still_mean_not_set() {
+        let c = load(
+            Some(
+                "[otp.webhook]\nurl = \"\"\nsecret = \"\"\n\
+                 [otp.modem]\ndevice = \"\"\npin = \"\"\n\
+                 [push.webhook]\nurl = \" \"\nsecret = \"\"\n\
+                 [push.apns]\nkey_path = \"\"\nkey_id = \"\"\nteam_id = \"\"\ntopic = \"\"\n\
+                 host = \"\"\nca_file = \"\"\n",
+            ),
+            &[],
+        )
+        .unwrap();
+        assert!(c.otp.webhook.url.is_none() && c.otp.webhook.secret.is_none());
+        assert!(c.push.webhook.url.is_none() && c.push.webhook.secret.is_none());
+        assert!(c.otp.modem.device.is_none() && c.otp.modem.pin.is_none());
+        let apns = &c.push.apns;
+        assert!(apns.key_path.is_none() && apns.key_id.is_none() && apns.team_id.is_none());
+        assert!(apns.topic.is_none() && apns.host.is_none() && apns.ca_file.is_none());
+        let shown = c.masked_toml();
+        for line in ["url = \"\"", "pin = \"\"", "host = \"\"", "ca_file = \"\""] {
+            assert!(shown.contains(line), "{line} not in {shown}");
+        }
+        // The defaults: the modem's usual port, no PIN, Apple's hosts.
+        let d = load(None, &[]).unwrap();
+        assert_eq!(d.otp.modem.device, Some(PathBuf::from("/dev/ttyUSB2")));
+        assert!(d.otp.modem.pin.is_none() && d.push.apns.host.is_none());
+    }
+
+    #[test]
+    fn webhook_settings_are_typed() {
+        let c = load(
+            Some(
+                "[otp]\ndriver = \"webhook\"\n\
+                 [otp.webhook]\nurl = \"https://sms-gateway.lan/hangin\"\n\
+                 secret = \"whsec_aHVudGVyMg==\"\ntimeout_seconds = 10\ntries = 2\n\
+                 [otp.webhook.headers]\nAuthorization = \"Bearer x\"\n",
+            ),
+            &[
+                ("HANGIN_PUSH__WEBHOOK__URL", "http://127.0.0.1:8080/push"),
+                ("HANGIN_PUSH__WEBHOOK__SECRET", "hunter2"),
+                ("HANGIN_PUSH__WEBHOOK__TIMEOUT_SECONDS", "7"),
+            ],
+        )
+        .unwrap();
+        let otp = &c.otp.webhook;
+        assert_eq!(
+            otp.url.as_ref().unwrap().as_str(),
+            "https://sms-gateway.lan/hangin"
+        );
+        assert_eq!(otp.secret.as_ref().unwrap().key(), b"hunter2");
+        assert_eq!(otp.timeout, Duration::from_secs(10));
+        assert_eq!(otp.tries, 2);
+        assert_eq!(otp.headers.map()["authorization"], "Bearer x");
+        let push = &c.push.webhook;
+        assert_eq!(push.url.as_ref().unwrap().port(), Some(8080));
+        // Not `whsec_`: the raw bytes are the key.
+        assert_eq!(push.secret.as_ref().unwrap().key(), b"hunter2");
+        assert_eq!(push.timeout, Duration::from_secs(7));
+        assert_eq!(
+            load(None, &[]).unwrap().otp.webhook.timeout,
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn modem_exec_and_apns_settings_are_typed() {
+        let c = load(
+            Some(
+                "[otp.modem]\ndevice = \"/dev/serial/by-id/usb-modem-if02\"\npin = \"0042\"\n\
+                 timeout_seconds = 10\n\
+                 [otp.exec]\nargv = [\"sms\", \"{e164}\"]\ntimeout_seconds = 3\n\
+                 [push.apns]\nkey_path = \"/etc/hangin/AuthKey.p8\"\nkey_id = \"ABC123DEFG\"\n\
+                 team_id = \"0123456789\"\ntopic = \"org.example.hangin\"\n\
+                 host = \"localhost:8443\"\nca_file = \"/etc/hangin/ca.pem\"\n",
+            ),
+            &[("HANGIN_PUSH__DRIVER", "apns")],
+        )
+        .unwrap();
+        let modem = &c.otp.modem;
+        assert_eq!(
+            modem.device_path().unwrap(),
+            Path::new("/dev/serial/by-id/usb-modem-if02")
+        );
+        assert_eq!(modem.pin.as_ref().unwrap().as_str(), "0042");
+        assert_eq!(modem.timeout, Duration::from_secs(10));
+        assert_eq!(c.otp.exec.timeout, Duration::from_secs(3));
+        assert_eq!(c.otp.exec.program().unwrap().0, "sms");
+        let apns = &c.push.apns;
+        assert_eq!(apns.host.as_ref().unwrap().as_str(), "localhost:8443");
+        assert_eq!(apns.ca_file, Some(PathBuf::from("/etc/hangin/ca.pem")));
+        let credentials = apns.credentials().unwrap();
+        assert_eq!(credentials.key_path, Path::new("/etc/hangin/AuthKey.p8"));
+        assert_eq!(credentials.team_id, "0123456789");
+        assert_eq!(credentials.topic, "org.example.hangin");
+        let d = load(None, &[]).unwrap();
+        assert_eq!(d.otp.modem.timeout, Duration::from_secs(30));
+        assert_eq!(d.otp.exec.timeout, Duration::from_secs(30));
+    }
+
+    /// A bad value fails the load with a line naming its key, whichever driver is chosen; what
+    /// the chosen driver needs is required at load too.
+    #[test]
+    fn bad_driver_settings_name_their_key() {
+        for (file, env, key, why) in [
+            (
+                "[otp.webhook]\nurl = \"sms-gateway.lan\"\n",
+                None,
+                "otp.webhook.url",
+                "not a URL",
+            ),
+            (
+                "[push.webhook]\nurl = \"ftp://example/\"\n",
+                None,
+                "push.webhook.url",
+                "http://",
+            ),
+            (
+                "",
+                Some(("HANGIN_OTP__WEBHOOK__URL", "http://")),
+                "otp.webhook.url",
+                "URL",
+            ),
+            (
+                "[otp.webhook]\nsecret = \"whsec_!!not base64!!\"\n",
+                None,
+                "otp.webhook.secret",
+                "not base64",
+            ),
+            (
+                "[push.webhook]\nsecret = \"whsec_\"\n",
+                None,
+                "push.webhook.secret",
+                "empty",
+            ),
+            (
+                "[otp.webhook.headers]\n\"Bad Name\" = \"x\"\n",
+                None,
+                "otp.webhook.headers",
+                "invalid header name",
+            ),
+            (
+                "[otp.webhook]\ntimeout_seconds = 0\n",
+                None,
+                "otp.webhook.timeout_seconds",
+                "positive",
+            ),
+            (
+                "",
+                Some(("HANGIN_PUSH__WEBHOOK__TIMEOUT_SECONDS", "soon")),
+                "push.webhook.timeout_seconds",
+                "",
+            ),
+            (
+                "[push.webhook]\ntries = 0\n",
+                None,
+                "push.webhook.tries",
+                "at least 1",
+            ),
+            (
+                "[otp.modem]\npin = \"12a4\"\n",
+                None,
+                "otp.modem.pin",
+                "4 to 8 digits",
+            ),
+            (
+                "",
+                Some(("HANGIN_OTP__MODEM__PIN", "123")),
+                "otp.modem.pin",
+                "4 to 8 digits",
+            ),
+            (
+                "[otp.modem]\nbaud = 0\n",
+                None,
+                "otp.modem.baud",
+                "positive",
+            ),
+            (
+                "[otp.modem]\ntimeout_seconds = 0\n",
+                None,
+                "otp.modem.timeout_seconds",
+                "positive",
+            ),
+            (
+                "[otp.exec]\ntimeout_seconds = -3\n",
+                None,
+                "otp.exec.timeout_seconds",
+                "",
+            ),
+            (
+                "[otp.exec]\ntimeout_seconds = 0\n",
+                None,
+                "otp.exec.timeout_seconds",
+                "positive",
+            ),
+            (
+                "[push.apns]\nhost = \"relay/path\"\n",
+                None,
+                "push.apns.host",
+                "host[:port]",
+            ),
+            (
+                "[push.apns]\nhost = \"relay:port\"\n",
+                None,
+                "push.apns.host",
+                "host[:port]",
+            ),
+            // What the chosen driver needs.
+            (
+                "[otp]\ndriver = \"webhook\"\n",
+                None,
+                "otp.webhook.url",
+                "set the receiver's URL",
+            ),
+            (
+                "[otp]\ndriver = \"webhook\"\n[otp.webhook]\nurl = \"http://127.0.0.1:9/\"\n",
+                None,
+                "otp.webhook.secret",
+                "every webhook is signed",
+            ),
+            (
+                "[push]\ndriver = \"webhook\"\n[push.webhook]\nsecret = \"s3cret\"\n",
+                None,
+                "push.webhook.url",
+                "is empty",
+            ),
+            (
+                "[otp]\ndriver = \"modem\"\n[otp.modem]\ndevice = \"\"\n",
+                None,
+                "otp.modem.device",
+                "serial port",
+            ),
+            (
+                "[otp]\ndriver = \"exec\"\n",
+                None,
+                "otp.exec.argv",
+                "give the program",
+            ),
+            (
+                "[push]\ndriver = \"apns\"\n",
+                None,
+                "push.apns.key_path",
+                "is empty",
+            ),
+            (
+                "[push]\ndriver = \"apns\"\n\
+                 [push.apns]\nkey_path = \"/k.p8\"\nkey_id = \"K\"\ntopic = \"t\"\n",
+                None,
+                "push.apns.team_id",
+                "is empty",
+            ),
+        ] {
+            let env: Vec<(&str, &str)> = env.into_iter().collect();
+            let e = load(Some(file), &env).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{file:?} {env:?}: {e}");
+            assert!(e.contains(why), "{file:?} {env:?}: {e}");
+        }
+        // The same sections are fine while another driver is chosen and nothing is malformed.
+        load(
+            Some("[otp.modem]\ndevice = \"\"\n[otp.exec]\nargv = []\n"),
+            &[],
+        )
+        .unwrap();
     }
 }

@@ -583,6 +583,22 @@ fn missing_modem_device_stops_the_server_at_start() {
         ],
         "/dev/no-such-modem",
     );
+    // Checked when the configuration loads, before the port is touched.
+    assert_config_error(
+        &[
+            ("HANGIN_OTP__DRIVER", "modem"),
+            ("HANGIN_OTP__MODEM__DEVICE", ""),
+        ],
+        "otp.modem.device",
+    );
+    assert_config_error(
+        &[
+            ("HANGIN_OTP__DRIVER", "modem"),
+            ("HANGIN_OTP__MODEM__DEVICE", "/dev/no-such-modem"),
+            ("HANGIN_OTP__MODEM__PIN", "12 34"),
+        ],
+        "otp.modem.pin",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -831,6 +847,19 @@ fn misconfigured_webhooks_stop_the_server_at_start() {
     assert_config_error(
         &[
             ("HANGIN_OTP__DRIVER", "webhook"),
+            ("HANGIN_OTP__WEBHOOK__URL", ""),
+            ("HANGIN_OTP__WEBHOOK__SECRET", "s3cret"),
+        ],
+        "otp.webhook.url",
+    );
+    // A malformed value fails whichever driver is chosen.
+    assert_config_error(
+        &[("HANGIN_PUSH__WEBHOOK__TIMEOUT_SECONDS", "0")],
+        "push.webhook.timeout_seconds",
+    );
+    assert_config_error(
+        &[
+            ("HANGIN_OTP__DRIVER", "webhook"),
             ("HANGIN_OTP__WEBHOOK__URL", "http://127.0.0.1:9/"),
             ("HANGIN_OTP__WEBHOOK__SECRET", "whsec_!!not base64!!"),
         ],
@@ -844,6 +873,32 @@ fn misconfigured_webhooks_stop_the_server_at_start() {
         ],
         "push.webhook.url",
     );
+}
+
+/// A config that writes every driver setting `""`, as files have written "not set" all along,
+/// still starts and lets people log in through the `log` driver.
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_driver_settings_still_start_the_server() {
+    let mut env = vec![("HANGIN_OTP__EXEC__ARGV", "[]")];
+    for key in [
+        "HANGIN_OTP__WEBHOOK__URL",
+        "HANGIN_OTP__WEBHOOK__SECRET",
+        "HANGIN_OTP__MODEM__DEVICE",
+        "HANGIN_OTP__MODEM__PIN",
+        "HANGIN_PUSH__WEBHOOK__URL",
+        "HANGIN_PUSH__WEBHOOK__SECRET",
+        "HANGIN_PUSH__APNS__KEY_PATH",
+        "HANGIN_PUSH__APNS__KEY_ID",
+        "HANGIN_PUSH__APNS__TEAM_ID",
+        "HANGIN_PUSH__APNS__TOPIC",
+        "HANGIN_PUSH__APNS__HOST",
+        "HANGIN_PUSH__APNS__CA_FILE",
+    ] {
+        env.push((key, ""));
+    }
+    let server = Server::start(&env);
+    // A code through the `log` driver and a login with it.
+    server.sign_up("Ann", "Lee").await;
 }
 
 // ---------------------------------------------------------------------------------------------

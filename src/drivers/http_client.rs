@@ -2,7 +2,7 @@
 //! provider and the Mozilla roots (webpki-roots, so it works without a system CA store), plus an
 //! optional extra trust anchor for a private CA or a local stand-in.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How one driver wants its client.
@@ -11,7 +11,7 @@ pub struct ClientOptions {
     /// Whole-request timeout (connect, send, answer).
     pub timeout: Duration,
     /// A PEM file with extra CA certificates to trust (besides the public roots).
-    pub extra_ca_file: Option<String>,
+    pub extra_ca_file: Option<PathBuf>,
     /// Speak HTTP/2 only (APNs requires it).
     pub http2_only: bool,
 }
@@ -29,7 +29,7 @@ pub fn build(options: &ClientOptions) -> Result<reqwest::Client, String> {
         builder = builder.http2_prior_knowledge();
     }
     if let Some(path) = &options.extra_ca_file {
-        for cert in read_ca_file(Path::new(path))? {
+        for cert in read_ca_file(path)? {
             builder = builder.add_root_certificate(cert);
         }
     }

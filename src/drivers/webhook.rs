@@ -3,8 +3,6 @@
 //! exponential backoff. 2xx is success; a 3xx or a 4xx other than 408/429 will not get better by
 //! retrying and fails at once.
 
-use std::time::Duration;
-
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::StatusCode;
 
@@ -29,43 +27,20 @@ impl WebhookEndpoint {
         section: &str,
         config: &WebhookConfig,
     ) -> Result<WebhookEndpoint, DriverError> {
-        let bad = |key: &str, why: String| {
-            DriverError::config(driver, format!("`{section}.{key}` {why}"))
-        };
-        if config.url.trim().is_empty() {
-            return Err(bad("url", "is empty; set the receiver's URL".into()));
-        }
-        let url = reqwest::Url::parse(config.url.trim())
-            .map_err(|e| bad("url", format!("is not a URL ({e})")))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(bad("url", "must be an http:// or https:// URL".into()));
-        }
-        let signer = Signer::from_secret(&config.secret).map_err(|why| bad("secret", why))?;
-        let mut headers = HeaderMap::new();
-        for (name, value) in &config.headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| bad("headers", format!("has an invalid header name {name:?}")))?;
-            let value = HeaderValue::from_str(value)
-                .map_err(|_| bad("headers", format!("has an invalid value for {name}")))?;
-            headers.insert(name, value);
-        }
-        if config.tries == 0 {
-            return Err(bad("tries", "must be at least 1".into()));
-        }
-        if config.timeout_seconds == 0 {
-            return Err(bad("timeout_seconds", "must be positive".into()));
-        }
+        let misconfigured = |why: String| DriverError::config(driver, why);
+        // The URL's and the headers' form, the secret and the ranges were checked at config load.
+        let (url, secret) = config.endpoint(section).map_err(misconfigured)?;
         let client = http_client::build(&ClientOptions {
-            timeout: Duration::from_secs(config.timeout_seconds),
+            timeout: config.timeout,
             extra_ca_file: None,
             http2_only: false,
         })
-        .map_err(|why| DriverError::config(driver, why))?;
+        .map_err(misconfigured)?;
         Ok(WebhookEndpoint {
             driver,
-            url,
-            signer,
-            headers,
+            url: url.clone(),
+            signer: Signer::new(secret),
+            headers: config.headers.map().clone(),
             client,
             tries: config.tries,
         })

@@ -23,24 +23,15 @@ pub struct ExecOtp {
 
 impl ExecOtp {
     pub fn from_config(config: &ExecConfig) -> Result<ExecOtp, DriverError> {
-        let Some((program, args)) = config.argv.split_first() else {
-            return Err(DriverError::config(
-                DRIVER,
-                "`otp.exec.argv` is empty; give the program and its arguments, e.g. \
-                 [\"gammu-smsd-inject\", \"TEXT\", \"{e164}\", \"-text\", \"{message}\"]",
-            ));
-        };
-        if config.timeout_seconds == 0 {
-            return Err(DriverError::config(
-                DRIVER,
-                "`otp.exec.timeout_seconds` must be positive",
-            ));
-        }
+        // The argv's presence and the timeout's range were checked at config load.
+        let (program, args) = config
+            .program()
+            .map_err(|why| DriverError::config(DRIVER, why))?;
         let program = find_program(program).map_err(|why| DriverError::config(DRIVER, why))?;
         Ok(ExecOtp {
             program,
             args: args.to_vec(),
-            timeout: Duration::from_secs(config.timeout_seconds),
+            timeout: config.timeout,
         })
     }
 }
@@ -174,7 +165,7 @@ mod tests {
                 "sh".into(),
                 "{e164}".into(),
             ],
-            timeout_seconds: 5,
+            timeout: Duration::from_secs(5),
         };
         let e = ExecOtp::from_config(&config)
             .unwrap()

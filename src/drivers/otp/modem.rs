@@ -8,6 +8,7 @@
 //! Text outside a small alphabet that reads the same in the modem's GSM and IRA character sets
 //! goes as UCS2 (`AT+CSCS="UCS2"`, hex) so accents and emoji arrive intact.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -43,22 +44,11 @@ struct Job {
 /// Everything that can be said about the config without touching the port.
 pub(super) fn check(config: &ModemConfig, template: &str) -> Result<(), DriverError> {
     let bad = |why: String| Err(DriverError::config(DRIVER, why));
-    if config.device.trim().is_empty() {
-        return bad(
-            "`otp.modem.device` is empty; name the modem's serial port, e.g. /dev/ttyUSB2".into(),
-        );
-    }
-    if config.baud == 0 {
-        return bad("`otp.modem.baud` must be positive".into());
-    }
-    if config.timeout_seconds == 0 {
-        return bad("`otp.modem.timeout_seconds` must be positive".into());
-    }
-    let pin = &config.pin;
-    let pin_ok = (4..=8).contains(&pin.len()) && pin.bytes().all(|b| b.is_ascii_digit());
-    if !pin.is_empty() && !pin_ok {
-        return bad("`otp.modem.pin` must be 4 to 8 digits".into());
-    }
+    // The PIN's form, the baud rate and the timeout were checked at config load.
+    let device = match config.device_path() {
+        Ok(device) => device,
+        Err(why) => return bad(why),
+    };
     let sample = render(template, "000000");
     let (length, max) = if gsm_safe(&sample) {
         (sample.len(), GSM_MAX)
@@ -71,10 +61,10 @@ pub(super) fn check(config: &ModemConfig, template: &str) -> Result<(), DriverEr
              characters, or {UCS2_MAX} when it has accents, emoji or symbols such as @ $ _"
         ));
     }
-    if let Err(e) = std::fs::metadata(&config.device) {
+    if let Err(e) = std::fs::metadata(device) {
         return bad(format!(
             "cannot use `otp.modem.device` {}: {e}",
-            config.device
+            device.display()
         ));
     }
     Ok(())
@@ -85,17 +75,22 @@ impl ModemOtp {
     /// the worker, which sets the modem up at once so SIM problems show in the log early.
     pub fn open(config: &ModemConfig, template: &str) -> Result<ModemOtp, DriverError> {
         check(config, template)?;
-        let port = open_port(config).map_err(|why| DriverError::config(DRIVER, why))?;
+        let device = config
+            .device_path()
+            .map_err(|why| DriverError::config(DRIVER, why))?
+            .to_path_buf();
+        let port =
+            open_port(&device, config.baud).map_err(|why| DriverError::config(DRIVER, why))?;
         let (jobs, mut queue) = mpsc::channel::<Job>(QUEUE);
-        let mut modem = Modem::new(config.clone(), port);
+        let mut modem = Modem::new(config.clone(), device, port);
         tokio::spawn(async move {
             match modem.prepare().await {
-                Ok(()) => log::info!("modem on {} is ready to send SMS", modem.config.device),
+                Ok(()) => log::info!("modem on {} is ready to send SMS", modem.device.display()),
                 Err(f) => {
                     modem.recover(&f, false).await;
                     log::warn!(
                         "modem on {} is not ready: {f}; trying again with the first message",
-                        modem.config.device
+                        modem.device.display()
                     );
                 }
             }
@@ -123,10 +118,10 @@ impl OtpSender for ModemOtp {
     }
 }
 
-fn open_port(config: &ModemConfig) -> Result<SerialStream, String> {
-    tokio_serial::new(&config.device, config.baud)
+fn open_port(device: &Path, baud: u32) -> Result<SerialStream, String> {
+    tokio_serial::new(device.to_string_lossy(), baud)
         .open_native_async()
-        .map_err(|e| format!("cannot open {}: {e}", config.device))
+        .map_err(|e| format!("cannot open {}: {e}", device.display()))
 }
 
 /// Why one step of the dialogue failed.
@@ -167,6 +162,8 @@ fn final_result(line: &str) -> Option<Final> {
 
 struct Modem {
     config: ModemConfig,
+    /// `config.device`, which `open` required.
+    device: PathBuf,
     port: Option<SerialStream>,
     /// Echo off, SIM unlocked, text mode set.
     ready: bool,
@@ -179,9 +176,10 @@ struct Modem {
 }
 
 impl Modem {
-    fn new(config: ModemConfig, port: SerialStream) -> Modem {
+    fn new(config: ModemConfig, device: PathBuf, port: SerialStream) -> Modem {
         Modem {
             config,
+            device,
             port: Some(port),
             ready: false,
             reset_charset: false,
@@ -191,7 +189,7 @@ impl Modem {
     }
 
     fn timeout(&self) -> Duration {
-        Duration::from_secs(self.config.timeout_seconds)
+        self.config.timeout
     }
 
     /// Send one SMS; an I/O error before the text was handed over reopens the port and tries once more.
@@ -207,7 +205,7 @@ impl Modem {
                 Err(failure) => {
                     self.recover(&failure, submitted).await;
                     if matches!(failure, Failure::Io(_)) && !submitted && !reopened {
-                        log::warn!("modem: {failure}; reopening {}", self.config.device);
+                        log::warn!("modem: {failure}; reopening {}", self.device.display());
                         reopened = true;
                         continue;
                     }
@@ -225,7 +223,7 @@ impl Modem {
         submitted: &mut bool,
     ) -> Result<String, Failure> {
         if self.port.is_none() {
-            self.port = Some(open_port(&self.config).map_err(Failure::Io)?);
+            self.port = Some(open_port(&self.device, self.config.baud).map_err(Failure::Io)?);
         }
         self.prepare().await?;
         if gsm_safe(text) {
@@ -277,11 +275,11 @@ impl Modem {
     }
 
     async fn enter_pin(&mut self) -> Result<(), Failure> {
-        if self.config.pin.is_empty() {
+        let Some(pin) = &self.config.pin else {
             return Err(Failure::Refused(
                 "the SIM asks for a PIN; set `otp.modem.pin`".into(),
             ));
-        }
+        };
         if self.pin_rejected {
             return Err(Failure::Refused(
                 "the SIM refused `otp.modem.pin` before; not trying it again (three wrong PINs \
@@ -289,7 +287,7 @@ impl Modem {
                     .into(),
             ));
         }
-        let command = format!("AT+CPIN=\"{}\"", self.config.pin);
+        let command = format!("AT+CPIN=\"{}\"", pin.as_str());
         match self.command(&command).await {
             Err(Failure::Refused(why)) => {
                 self.pin_rejected = true;
@@ -365,10 +363,9 @@ impl Modem {
     }
 
     fn masked(&self, command: &str) -> String {
-        if self.config.pin.is_empty() {
-            command.to_string()
-        } else {
-            command.replace(&self.config.pin, "****")
+        match &self.config.pin {
+            Some(pin) => command.replace(pin.as_str(), "****"),
+            None => command.to_string(),
         }
     }
 
@@ -550,7 +547,7 @@ mod tests {
         let device = dir.path().join("tty");
         std::fs::write(&device, b"").unwrap();
         let config = ModemConfig {
-            device: device.display().to_string(),
+            device: Some(device),
             ..ModemConfig::default()
         };
         assert!(check(&config, "Your Hangin code is {code}").is_ok());
@@ -559,7 +556,7 @@ mod tests {
         let accents = format!("{} {{code}}", "é".repeat(64));
         assert!(check(&config, &accents).is_err());
         let missing = ModemConfig {
-            device: "/dev/no-such-modem".into(),
+            device: Some("/dev/no-such-modem".into()),
             ..ModemConfig::default()
         };
         let e = check(&missing, "{code}").unwrap_err().to_string();

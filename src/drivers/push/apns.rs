@@ -3,6 +3,7 @@
 //! abuse); the JWT is cached and renewed after 50 minutes (Apple rejects tokens older than an
 //! hour and throttles renewals more often than every 20 minutes).
 
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -37,44 +38,29 @@ pub struct ApnsPush {
 impl ApnsPush {
     pub fn from_config(config: &ApnsConfig) -> Result<ApnsPush, DriverError> {
         let bad = |why: String| DriverError::config(DRIVER, why);
-        for (key, value) in [
-            ("key_path", &config.key_path),
-            ("key_id", &config.key_id),
-            ("team_id", &config.team_id),
-            ("topic", &config.topic),
-        ] {
-            if value.trim().is_empty() {
-                return Err(bad(format!("`push.apns.{key}` is empty")));
-            }
-        }
-        let signer = JwtSigner::from_p8_file(&config.key_path, &config.key_id, &config.team_id)
-            .map_err(bad)?;
-        let host = match (config.host.trim(), config.environment) {
-            ("", ApnsEnvironment::Production) => PRODUCTION_HOST,
-            ("", ApnsEnvironment::Sandbox) => SANDBOX_HOST,
-            (host, _) => host,
+        // Presence of the key and names and the form of `host` were checked at config load.
+        let credentials = config.credentials().map_err(bad)?;
+        let signer = JwtSigner::from_p8_file(
+            credentials.key_path,
+            credentials.key_id,
+            credentials.team_id,
+        )
+        .map_err(bad)?;
+        let host = match (&config.host, config.environment) {
+            (Some(host), _) => host.as_str(),
+            (None, ApnsEnvironment::Production) => PRODUCTION_HOST,
+            (None, ApnsEnvironment::Sandbox) => SANDBOX_HOST,
         };
-        let base = format!("https://{host}");
-        let parsed = reqwest::Url::parse(&base).map_err(|e| {
-            bad(format!(
-                "`push.apns.host` {host:?} is not a host[:port] ({e})"
-            ))
-        })?;
-        if parsed.path() != "/" || parsed.host().is_none() {
-            return Err(bad(format!(
-                "`push.apns.host` {host:?} is not a host[:port]"
-            )));
-        }
         let client = http_client::build(&ClientOptions {
             timeout: Duration::from_secs(10),
-            extra_ca_file: (!config.ca_file.trim().is_empty()).then(|| config.ca_file.clone()),
+            extra_ca_file: config.ca_file.clone(),
             http2_only: true,
         })
         .map_err(|why| bad(format!("`push.apns.ca_file`: {why}")))?;
         Ok(ApnsPush {
             client,
-            base,
-            topic: config.topic.clone(),
+            base: format!("https://{host}"),
+            topic: credentials.topic.to_string(),
             signer,
         })
     }
@@ -165,9 +151,10 @@ struct JwtSigner {
 }
 
 impl JwtSigner {
-    fn from_p8_file(path: &str, key_id: &str, team_id: &str) -> Result<JwtSigner, String> {
+    fn from_p8_file(path: &Path, key_id: &str, team_id: &str) -> Result<JwtSigner, String> {
         let pem = std::fs::read(path)
-            .map_err(|e| format!("cannot read `push.apns.key_path` {path}: {e}"))?;
+            .map_err(|e| format!("cannot read `push.apns.key_path` {}: {e}", path.display()))?;
+        let path = path.display();
         let der = rustls_pemfile::pkcs8_private_keys(&mut pem.as_slice())
             .next()
             .and_then(Result::ok)
