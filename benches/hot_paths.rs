@@ -101,6 +101,32 @@ fn fan_out(c: &mut Criterion) {
     g.finish();
 }
 
+/// `n` connections join one chat's stream one after the other, then leave it (a join storm,
+/// or every member's connection closing at once).
+fn subscribe_churn(c: &mut Criterion) {
+    let mut g = c.benchmark_group("hub_subscribe_churn");
+    g.sample_size(10);
+    for n in [1000usize, 10_000] {
+        let hub = Hub::new();
+        let conns: Vec<_> = (0..n)
+            .map(|i| hub.register(UserId(i as i64), outbox::channel(1 << 10).0))
+            .collect();
+        let ident: Arc<str> = Arc::from(CHAT_IDENT);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("join_then_leave", n), &n, |b, _| {
+            b.iter(|| {
+                for conn in &conns {
+                    hub.subscribe(Stream::Chat(ChatId(42)), conn, ident.clone());
+                }
+                for conn in &conns {
+                    hub.unsubscribe(Stream::Chat(ChatId(42)), conn.id, CHAT_IDENT);
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 fn normalise(c: &mut Criterion) {
     let mut g = c.benchmark_group("numbers");
     let us = numbers::Numbers::us();
@@ -215,5 +241,13 @@ fn join_storm(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, frames, fan_out, notes, join_storm, normalise);
+criterion_group!(
+    benches,
+    frames,
+    fan_out,
+    subscribe_churn,
+    notes,
+    join_storm,
+    normalise
+);
 criterion_main!(benches);

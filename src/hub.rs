@@ -270,29 +270,26 @@ impl Hub {
         self.conns.read().len()
     }
 
+    /// Subscriber lists are shared with broadcasts in flight (`Arc`); a change is made in
+    /// place unless a broadcast holds the list right then (`Arc::make_mut` copies only then).
+    /// Copying on every change made a join storm quadratic: the 10,000th join of one chat
+    /// copied 10,000 subscribers (`hub_subscribe_churn` bench: 10.3 s for 10,000 joins and
+    /// leaves before).
     pub fn subscribe(&self, stream: Stream, conn: &ConnHandle, identifier: Arc<str>) {
         let mut streams = self.streams.write();
-        let entry = streams.entry(stream).or_default();
-        let mut next: Vec<Subscriber> = entry.as_ref().clone();
-        next.push(Subscriber {
+        Arc::make_mut(streams.entry(stream).or_default()).push(Subscriber {
             conn: conn.clone(),
             identifier,
         });
-        *entry = Arc::new(next);
     }
 
     pub fn unsubscribe(&self, stream: Stream, conn: ConnId, identifier: &str) {
         let mut streams = self.streams.write();
         if let Some(entry) = streams.get_mut(&stream) {
-            let next: Vec<Subscriber> = entry
-                .iter()
-                .filter(|s| !(s.conn.id == conn && &*s.identifier == identifier))
-                .cloned()
-                .collect();
-            if next.is_empty() {
+            let list = Arc::make_mut(entry);
+            list.retain(|s| !(s.conn.id == conn && &*s.identifier == identifier));
+            if list.is_empty() {
                 streams.remove(&stream);
-            } else {
-                *entry = Arc::new(next);
             }
         }
     }
