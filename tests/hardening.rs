@@ -814,3 +814,34 @@ async fn a_client_that_does_not_read_its_response_is_closed() {
         got.len()
     );
 }
+
+/// After a restart every client reconnects at once: the listener's accept queue is 4,096 deep
+/// (or the kernel's `somaxconn`, if lower), not tokio's 1,024, so a burst of thousands is not
+/// dropped into TCP's one-second retransmission. `ss` shows a listener's backlog as Send-Q.
+#[tokio::test]
+async fn the_listener_takes_a_reconnect_burst_into_its_backlog() {
+    let s = Server::start(&[]);
+    let port = s
+        .url("")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    let out = Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let backlog: u32 = text
+        .split_whitespace()
+        .nth(2)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("no listener on port {port} in `ss` output: {text:?}"));
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(backlog, 4096.min(somaxconn), "{text}");
+}
