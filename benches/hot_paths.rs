@@ -214,12 +214,13 @@ fn join_storm(c: &mut Criterion) {
                 || {
                     let mut world = World::new(60_000, 20);
                     let owner = UserId(0);
+                    // Each admission is for the event right after it (`World::admit`).
                     world.admit(owner, profile(0), (1..=m).map(UserId).collect());
+                    world.subscribe_chats(owner);
                     for i in 1..=m {
                         world.admit(UserId(i), profile(i), vec![owner]);
                         world.subscribe_chats(UserId(i));
                     }
-                    world.subscribe_chats(owner);
                     let (chat, _) = world.create_chat(owner, "park".into()).expect("allowed");
                     (world, chat)
                 },
