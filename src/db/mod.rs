@@ -387,32 +387,49 @@ fn writer_loop(
     queued: &AtomicUsize,
     stats: &WriteStats,
 ) {
-    let mut batch: Vec<WriteJob> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+    // What follows a commit (a message's broadcast, a joiner's history, the engine applying a
+    // change) runs on a second thread, one batch after the other in commit order, while this
+    // one already runs and commits the next batch: the writer's time per batch is the SQL and
+    // the fsync, not also the publishing.
+    std::thread::scope(|scope| {
+        let (publish, batches) = mpsc::channel::<(Result<(), rusqlite::Error>, Vec<Finish>)>();
+        std::thread::Builder::new()
+            .name("hangin-db-publish".into())
+            .spawn_scoped(scope, move || {
+                for (commit, finishers) in batches {
+                    for finish in finishers {
+                        let result = match &commit {
+                            Ok(()) => Ok(()),
+                            Err(e) => Err(DbError::Sqlite(health::copy_sqlite_error(e))),
+                        };
+                        finish(result);
+                    }
+                }
+            })
+            .expect("spawning the publishing thread");
+        let mut batch: Vec<WriteJob> = Vec::new();
+        while let Ok(first) = rx.recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            queued.fetch_sub(batch.len(), Ordering::SeqCst);
+            let count = batch.len() as u64;
+            let started = std::time::Instant::now();
+            let finished = run_batch(&mut conn, batch.drain(..));
+            crate::metrics::db_commit(started.elapsed(), count as usize);
+            stats.transactions.fetch_add(1, Ordering::Relaxed);
+            stats.writes.fetch_add(count, Ordering::Relaxed);
+            if publish.send(finished).is_err() {
+                log::error!("the publishing thread has stopped");
             }
         }
-        queued.fetch_sub(batch.len(), Ordering::SeqCst);
-        let count = batch.len() as u64;
-        let started = std::time::Instant::now();
-        let finishers = run_batch(&mut conn, batch.drain(..));
-        crate::metrics::db_commit(started.elapsed(), count as usize);
-        stats.transactions.fetch_add(1, Ordering::Relaxed);
-        stats.writes.fetch_add(count, Ordering::Relaxed);
-        let (commit, finishers) = finishers;
-        for finish in finishers {
-            let result = match &commit {
-                Ok(()) => Ok(()),
-                Err(e) => Err(DbError::Sqlite(health::copy_sqlite_error(e))),
-            };
-            finish(result);
-        }
-    }
-    // Channel closed: everything sent has been committed. Fold the WAL back into the file.
+    });
+    // Channel closed: everything sent has been committed and published. Fold the WAL back
+    // into the file.
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
         log::warn!("WAL checkpoint at shutdown failed: {e}");
     }
