@@ -216,7 +216,7 @@ impl Engine {
         }
     }
 
-    /// `speak`, second half (on the writer thread, in commit order).
+    /// `speak`, second half (on the writer's publishing thread, in commit order).
     fn publish_speech(
         &self,
         conn: &ConnHandle,

@@ -10,7 +10,7 @@
 //! I/O, so one user's activity delays another's by microseconds of CPU at most.
 //!
 //! `speak` does not take the lock: validate → group commit → broadcast, where the broadcast
-//! runs on the writer thread in commit order, so every subscriber receives a chat's messages in
+//! runs after the commit on the writer's publishing thread, in commit order, so every subscriber receives a chat's messages in
 //! the order the history holds them.
 
 mod background;

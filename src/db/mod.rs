@@ -234,7 +234,7 @@ impl Db {
         self.write_then(f, |outcome| outcome).await?
     }
 
-    /// Like [`Db::write`], and `then` runs on the writer thread once the batch's commit is
+    /// Like [`Db::write`], and `then` runs on the publishing thread once the batch's commit is
     /// known, before any later write's `then`: effects that must follow commit order (a
     /// message's broadcast, a chat's history handed to a joining subscriber) happen there.
     pub async fn write_then<T, R, F, D>(&self, f: F, then: D) -> DbResult<R>
@@ -251,7 +251,7 @@ impl Db {
         reply_rx.await.map_err(|_| DbError::WriterGone)
     }
 
-    /// Queue a write without waiting for it: `done` runs on the writer thread with the outcome
+    /// Queue a write without waiting for it: `done` runs on the publishing thread with the outcome
     /// once the batch's commit is known, in queue order. Never blocks, so it may be called
     /// under a lock; the engine queues its presence changes this way. Fails at once with
     /// [`DbError::QueueFull`] when [`WRITE_QUEUE`] writes are waiting.
