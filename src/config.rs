@@ -193,10 +193,10 @@ pub struct TlsConfig {
     #[serde(with = "addr_or_off")]
     pub listen: Option<SocketAddr>,
     /// PEM certificate chain; `None` (written "") = not given.
-    #[serde(with = "text_or_off")]
+    #[serde(with = "or_off")]
     pub cert: Option<PathBuf>,
     /// Its private key; `None` (written "") = not given.
-    #[serde(with = "text_or_off")]
+    #[serde(with = "or_off")]
     pub key: Option<PathBuf>,
     pub self_signed: bool,
 }
@@ -206,7 +206,7 @@ pub struct TlsConfig {
 pub struct MdnsConfig {
     pub enabled: bool,
     /// `None` (written "") = the host name.
-    #[serde(with = "text_or_off")]
+    #[serde(with = "or_off")]
     pub instance: Option<String>,
     /// Interface names to advertise on; empty = every interface the listeners cover.
     pub interfaces: Vec<String>,
@@ -408,8 +408,11 @@ mod url_or_off {
     }
 }
 
-/// Text (a name, a path), `""` = none.
-mod text_or_off {
+/// A value parsed from text, `""` (or only spaces) = not set (`None`); shown back as text.
+mod or_off {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<S: Serializer, T: Serialize>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
@@ -422,10 +425,14 @@ mod text_or_off {
     pub fn deserialize<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
     where
         D: Deserializer<'de>,
-        T: From<String>,
+        T: FromStr,
+        T::Err: Display,
     {
         let text = String::deserialize(d)?;
-        Ok((!text.is_empty()).then(|| T::from(text)))
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(serde::de::Error::custom)
     }
 }
 

@@ -15,7 +15,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
-use super::secs;
+use super::{or_off, secs};
 
 /// What masked values show (`hangin config check`).
 pub(super) const MASK: &str = "********";
@@ -415,34 +415,6 @@ impl<'de> Deserialize<'de> for Headers {
             map.insert(name, value);
         }
         Ok(Headers(map))
-    }
-}
-
-/// A value parsed from text, `""` (or only spaces) = not set (`None`); shown back as text.
-mod or_off {
-    use std::fmt::Display;
-    use std::str::FromStr;
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer, T: Serialize>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(v) => v.serialize(s),
-            None => s.serialize_str(""),
-        }
-    }
-
-    pub fn deserialize<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-    where
-        D: Deserializer<'de>,
-        T: FromStr,
-        T::Err: Display,
-    {
-        let text = String::deserialize(d)?;
-        if text.trim().is_empty() {
-            return Ok(None);
-        }
-        text.parse().map(Some).map_err(serde::de::Error::custom)
     }
 }
 
