@@ -138,36 +138,45 @@ impl Metrics {
             push_health: Mutex::default(),
             registry: Registry::default(),
         };
+        m.register_all(&mut root, dropped);
+        Metrics {
+            registry: root,
+            ..m
+        }
+    }
+
+    /// Every metric under its exposition name and help text.
+    fn register_all(&self, root: &mut Registry, dropped: Family<Dropped, Counter>) {
         root.register(
             "process_resident_memory_bytes",
             "Resident set size of the server process",
-            m.rss_bytes.clone(),
+            self.rss_bytes.clone(),
         );
         let r = root.sub_registry_with_prefix("hangin");
         r.register(
             "connections",
             "Open cable (websocket) connections",
-            m.connections.clone(),
+            self.connections.clone(),
         );
         r.register(
             "online_users",
             "Users online (a ChatsChannel subscription or an open background window)",
-            m.online_users.clone(),
+            self.online_users.clone(),
         );
         r.register(
             "live_chats",
             "Chats that have not ended",
-            m.live_chats.clone(),
+            self.live_chats.clone(),
         );
         r.register(
             "messages_stored",
             "Messages committed to the database",
-            m.messages_stored.clone(),
+            self.messages_stored.clone(),
         );
         r.register(
             "fanout_deliveries",
             "Frames handed to subscribers' send queues by the fan-out",
-            m.fanout_deliveries.clone(),
+            self.fanout_deliveries.clone(),
         );
         r.register(
             "fanout_dropped",
@@ -177,37 +186,33 @@ impl Metrics {
         r.register(
             "slow_client_disconnects",
             "Connections cut off because their send queue was full",
-            m.slow_disconnects.clone(),
+            self.slow_disconnects.clone(),
         );
         r.register(
             "otp_sends",
             "OTP codes handed to the delivery driver, by driver and result",
-            m.otp.clone(),
+            self.otp.clone(),
         );
         r.register(
             "push_sends",
             "Push notifications by result (delivered, invalid_token, failed, dropped)",
-            m.push.clone(),
+            self.push.clone(),
         );
         r.register(
             "http_requests",
             "HTTP requests by route template, method and status",
-            m.http.clone(),
+            self.http.clone(),
         );
         r.register(
             "db_commit_seconds",
             "Time of one group commit (one transaction, one fsync)",
-            m.db_commit_seconds.clone(),
+            self.db_commit_seconds.clone(),
         );
         r.register(
             "db_commit_group_size",
             "Writes folded into one group commit",
-            m.db_group_size.clone(),
+            self.db_group_size.clone(),
         );
-        Metrics {
-            registry: root,
-            ..m
-        }
     }
 }
 

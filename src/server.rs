@@ -18,13 +18,14 @@ use tower::ServiceExt;
 
 use crate::auth::{clients, Auth};
 use crate::channels::Engine;
+use crate::clock::Clock;
 use crate::config::{Config, OtpDriverKind};
 use crate::db::{self, Db};
 use crate::discovery::{self, Listener};
 use crate::drivers;
 use crate::http::{self, conn};
 use crate::hub::Hub;
-use crate::net::{Cidr, Peer};
+use crate::net::Peer;
 use crate::state::AppState;
 use crate::tasks::Tasks;
 
@@ -51,124 +52,46 @@ impl Running {
 
 /// Open everything, bind the listeners and start serving. Returns once the server is ready.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_with_clock(config, Clock::system()).await
+}
+
+/// [`start`] on the given clock: every expiry, window, ping and timer of the server follows it
+/// (a test's [`Clock::manual`] runs a whole server on virtual time).
+pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Running> {
     check_insecure_log_driver(&config)?;
     log_driver_hint(&config);
     let config = Arc::new(config);
-    prepare_data_dir(&config.data_dir)?;
-    // Before the database, so a second server on this data dir stops without touching it.
-    let control = crate::admin::control::bind(&config.data_dir)?;
-    let db = Db::open(&config.db_path())
-        .with_context(|| format!("cannot open database {}", config.db_path().display()))?;
-    let db_id = db::health::file_id(&config.db_path())
-        .with_context(|| format!("cannot stat {}", config.db_path().display()))?;
-    ensure_client(&db, &config).await?;
-
+    let store = open_store(&config, clock).await?;
     let policy = connection_policy(&config);
-
     // Bind first: the URL base derived from the listeners needs their real ports.
     let http_listener = bind(config.listen).await?;
     let tls_listener = bind(config.tls.listen).await?;
     let http_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let tls_addr = tls_listener.as_ref().map(|l| l.local_addr()).transpose()?;
-    let public_base = url_base(&config, http_addr, tls_addr);
 
     // Every background task from here on runs under `tasks`, stopped and awaited before the
     // database closes.
     let mut tasks = Tasks::new(CancellationToken::new());
-    let otp_sender = drivers::otp::from_config(&config)?;
-    let pusher = drivers::push::from_config(&config)?;
-    let (push, push_worker) = drivers::push::PushQueue::new(
-        pusher,
-        db.clone(),
-        config.push.queue,
-        tasks.shutdown().clone(),
-    );
-    tasks.spawn("push delivery", push_worker);
-    let hub = Arc::new(Hub::new());
-    let engine = Engine::start(db.clone(), hub.clone(), push.clone(), &config)
-        .await
-        .context("loading presence and live chats")?;
-    // The engine renders frames for everyone with one base (docs/hardening.md "Absolute URLs").
-    match (http_addr, tls_addr) {
-        (Some(bound), _) => engine.set_base(&config, bound, false),
-        (None, Some(bound)) => engine.set_base(&config, bound, true),
-        (None, None) => {}
-    }
-    let trusted_proxies: Arc<Vec<Cidr>> =
-        Arc::new(config.trusted_proxies.iter().map(|p| p.cidr).collect());
-    let auth = Arc::new(Auth::new(db.clone(), config.clone(), otp_sender));
-    crate::people::numbers::set_display(&auth.numbers);
-    let state = AppState {
-        auth,
-        config: config.clone(),
-        db: db.clone(),
-        hub,
-        engine: engine.clone(),
-        push,
-        trusted_proxies: trusted_proxies.clone(),
-        public_base,
-        write_probe: Default::default(),
-        shutdown: tasks.shutdown().clone(),
-    };
+    let state = assemble(&config, &store.db, &mut tasks, http_addr, tls_addr).await?;
     let router = http::router(state.clone());
     crate::metrics::set_driver_names(&config);
-    tasks.spawn(
-        "control socket",
-        crate::admin::cli::control_server(control, state.clone(), std::time::Instant::now()),
-    );
-    let admission = conn::Admission::new(policy, trusted_proxies);
-
+    let admission = conn::Admission::new(policy, state.trusted_proxies.clone());
     let fatal: Arc<parking_lot::Mutex<Option<String>>> = Default::default();
-    {
-        let fatal = fatal.clone();
-        let shutdown = state.shutdown.clone();
-        tasks.spawn(
-            "database file watch",
-            db::health::watch_file(
-                config.db_path(),
-                db_id,
-                state.shutdown.clone(),
-                move |why| {
-                    log::error!("{why}");
-                    *fatal.lock() = Some(why);
-                    shutdown.cancel();
-                },
-            ),
-        );
-    }
+    spawn_watchers(&mut tasks, &state, store, &fatal);
 
     let tls_identity = match config.tls.listen {
         Some(_) => Some(crate::tls::load(&config.tls, &config.data_dir)?),
         None => None,
     };
-
     let plain = http_listener.zip(http_addr);
     let tls = tls_listener.zip(tls_addr).zip(tls_identity);
     spawn_listeners(&mut tasks, plain, tls, &router, &admission, &config);
-
     if let Some(addr) = config.metrics.listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
-        log::info!("metrics at http://{}/metrics", listener.local_addr()?);
-        let live = state.clone();
-        let figures = move || live_figures(&live);
-        tasks.spawn(
-            "metrics listener",
-            crate::metrics::serve(listener, state.shutdown.clone(), figures),
-        );
+        spawn_metrics(&mut tasks, &state, addr).await?;
     }
+    let advertisement = advertise(&config, &state.db, http_addr, tls_addr).await;
+    spawn_timers(&mut tasks, &state);
 
-    let advertisement = advertise(&config, &db, http_addr, tls_addr).await;
-
-    tasks.adopt(
-        "background sweeper",
-        engine.spawn_sweeper(state.shutdown.clone()),
-    );
-    tasks.spawn(
-        "OTP purge",
-        purge_otp_codes(db.clone(), state.shutdown.clone()),
-    );
     let serving: Vec<String> = [
         http_addr.map(|a| format!("http://{a}")),
         tls_addr.map(|a| format!("https://{a}")),
@@ -177,8 +100,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     .flatten()
     .collect();
     crate::service::notify_ready(&format!("serving {}", serving.join(" and ")));
-    if let Some(watchdog) = crate::service::watchdog(db.clone(), state.shutdown.clone()) {
-        tasks.spawn("systemd watchdog", watchdog);
+    if let Some(every) = crate::service::watchdog_period() {
+        tasks.spawn(
+            "systemd watchdog",
+            crate::service::watchdog(
+                state.db.clone(),
+                every,
+                state.shutdown.clone(),
+                crate::service::pet_when_healthy,
+            ),
+        );
     }
 
     let done = {
@@ -194,6 +125,129 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         state,
         done,
     })
+}
+
+/// The data directory's database, opened and ready, and the control socket beside it.
+struct Store {
+    control: tokio::net::UnixListener,
+    db: Db,
+    db_id: db::health::FileId,
+}
+
+async fn open_store(config: &Config, clock: Clock) -> anyhow::Result<Store> {
+    prepare_data_dir(&config.data_dir)?;
+    // Before the database, so a second server on this data dir stops without touching it.
+    let control = crate::admin::control::bind(&config.data_dir)?;
+    let db = Db::open_with_clock(&config.db_path(), clock)
+        .with_context(|| format!("cannot open database {}", config.db_path().display()))?;
+    let db_id = db::health::file_id(&config.db_path())
+        .with_context(|| format!("cannot stat {}", config.db_path().display()))?;
+    ensure_client(&db, config).await?;
+    Ok(Store { control, db, db_id })
+}
+
+/// The drivers, the push queue's worker, the hub and the live engine (loaded from the
+/// database), and the state every handler shares.
+async fn assemble(
+    config: &Arc<Config>,
+    db: &Db,
+    tasks: &mut Tasks,
+    http_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
+) -> anyhow::Result<AppState> {
+    let public_base = url_base(config, http_addr, tls_addr);
+    let otp_sender = drivers::otp::from_config(config)?;
+    let pusher = drivers::push::from_config(config)?;
+    let (push, push_worker) = drivers::push::PushQueue::new(
+        pusher,
+        db.clone(),
+        config.push.queue,
+        tasks.shutdown().clone(),
+    );
+    tasks.spawn("push delivery", push_worker);
+    let hub = Arc::new(Hub::new());
+    let engine = Engine::start(db.clone(), hub.clone(), push.clone(), config)
+        .await
+        .context("loading presence and live chats")?;
+    // The engine renders frames for everyone with one base (docs/hardening.md "Absolute URLs").
+    match (http_addr, tls_addr) {
+        (Some(bound), _) => engine.set_base(config, bound, false),
+        (None, Some(bound)) => engine.set_base(config, bound, true),
+        (None, None) => {}
+    }
+    let auth = Arc::new(Auth::new(db.clone(), config.clone(), otp_sender));
+    crate::people::numbers::set_display(&auth.numbers);
+    Ok(AppState {
+        auth,
+        config: config.clone(),
+        db: db.clone(),
+        hub,
+        engine,
+        push,
+        trusted_proxies: Arc::new(config.trusted_proxies.iter().map(|p| p.cidr).collect()),
+        public_base,
+        write_probe: Default::default(),
+        shutdown: tasks.shutdown().clone(),
+    })
+}
+
+/// The control socket, and the watch on the database file (a file deleted or replaced under
+/// the running server stops it, the reason kept in `fatal`).
+fn spawn_watchers(
+    tasks: &mut Tasks,
+    state: &AppState,
+    store: Store,
+    fatal: &Arc<parking_lot::Mutex<Option<String>>>,
+) {
+    tasks.spawn(
+        "control socket",
+        crate::admin::cli::control_server(store.control, state.clone(), std::time::Instant::now()),
+    );
+    let fatal = fatal.clone();
+    let shutdown = state.shutdown.clone();
+    tasks.spawn(
+        "database file watch",
+        db::health::watch_file(
+            state.config.db_path(),
+            store.db_id,
+            state.shutdown.clone(),
+            move |why| {
+                log::error!("{why}");
+                *fatal.lock() = Some(why);
+                shutdown.cancel();
+            },
+        ),
+    );
+}
+
+async fn spawn_metrics(
+    tasks: &mut Tasks,
+    state: &AppState,
+    addr: SocketAddr,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+    log::info!("metrics at http://{}/metrics", listener.local_addr()?);
+    let live = state.clone();
+    let figures = move || live_figures(&live);
+    tasks.spawn(
+        "metrics listener",
+        crate::metrics::serve(listener, state.shutdown.clone(), figures),
+    );
+    Ok(())
+}
+
+/// The loops that run on the clock: background windows ending, old login codes purged.
+fn spawn_timers(tasks: &mut Tasks, state: &AppState) {
+    tasks.adopt(
+        "background sweeper",
+        state.engine.spawn_sweeper(state.shutdown.clone()),
+    );
+    tasks.spawn(
+        "OTP purge",
+        purge_otp_codes(state.db.clone(), state.shutdown.clone()),
+    );
 }
 
 /// The one base of absolute URLs in what users receive (logged with where it comes from).
@@ -489,20 +543,18 @@ async fn ensure_client(db: &Db, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Hourly, and once at start: codes older than a day are deleted.
 async fn purge_otp_codes(db: Db, shutdown: CancellationToken) {
-    {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tick.tick() => {
-                    // Keep a day of codes for the rate limits; older ones serve nothing.
-                    let before = db.now_ms() - 24 * 3600 * 1000;
-                    if let Err(e) = db.write(move |c| db::otp::purge_before(c, before)).await {
-                        log::warn!("purging old OTP codes failed: {e}");
-                    }
-                }
-            }
+    let mut tick = db.clock().ticker(Duration::from_secs(3600));
+    loop {
+        // Keep a day of codes for the rate limits; older ones serve nothing.
+        let before = db.now_ms() - 24 * 3600 * 1000;
+        if let Err(e) = db.write(move |c| db::otp::purge_before(c, before)).await {
+            log::warn!("purging old OTP codes failed: {e}");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
         }
     }
 }

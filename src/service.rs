@@ -100,38 +100,53 @@ pub fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, own_pid: u32) ->
     Some(Duration::from_micros(usec))
 }
 
-/// Pet the watchdog at half its interval, but only while the database writer is alive and
-/// commits: a wedged writer means lost messages, and systemd should restart us. `None` when
-/// systemd does not ask for pings.
-pub fn watchdog(
-    db: Db,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+/// How often to pet systemd's watchdog: half the interval it asks for, `None` when it asks for
+/// no pings (logged when it does).
+pub fn watchdog_period() -> Option<Duration> {
     let usec = std::env::var("WATCHDOG_USEC").ok();
     let pid = std::env::var("WATCHDOG_PID").ok();
     let interval = watchdog_interval(usec.as_deref(), pid.as_deref(), std::process::id())?;
     let every = interval / 2;
     log::info!("systemd watchdog: pinging every {every:?}");
-    Some(async move {
-        // The first ping follows READY=1 by half an interval, like every later one.
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    Some(every)
+}
+
+/// `WATCHDOG=1` after a healthy probe, nothing after another.
+pub fn pet_when_healthy(healthy: bool) {
+    if healthy {
+        notify(&[sd_notify::NotifyState::Watchdog]);
+    }
+}
+
+/// Every `every` of the database's clock (the first `every` after this call), probe the writer
+/// and tell `probed` whether it is healthy: alive, and committing within `every`. The server
+/// pets systemd's watchdog only then ([`pet_when_healthy`]): a wedged writer means lost
+/// messages, and systemd should restart us.
+pub fn watchdog(
+    db: Db,
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+    mut probed: impl FnMut(bool) + Send + 'static,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    // The schedule starts now (after READY=1), not whenever the task is first polled.
+    let clock = db.clock().clone();
+    let mut tick = clock.ticker(every);
+    async move {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {
                     // An empty write goes through the writer thread's queue and a commit.
-                    let probe = tokio::time::timeout(every, db.write(|_| Ok(())));
+                    let probe = clock.timeout(every, db.write(|_| Ok(())));
                     let healthy = db.writer_alive() && matches!(probe.await, Ok(Ok(())));
-                    if healthy {
-                        notify(&[sd_notify::NotifyState::Watchdog]);
-                    } else {
+                    if !healthy {
                         log::error!("database writer is not answering; withholding the watchdog ping");
                     }
+                    probed(healthy);
                 }
             }
         }
-    })
+    }
 }
 
 #[cfg(test)]
@@ -150,5 +165,75 @@ mod tests {
         assert_eq!(watchdog_interval(Some("0"), None, 7), None);
         assert_eq!(watchdog_interval(Some("soon"), None, 7), None);
         assert_eq!(watchdog_interval(None, Some("7"), 7), None);
+    }
+
+    /// The watchdog on virtual time: no probe before its period, a pet after each healthy one,
+    /// none while the writer is wedged (the probe times out after one period), and pets again
+    /// once the writer moves. Real SQLite file and writer thread; only the clock is manual.
+    #[tokio::test]
+    async fn the_watchdog_pets_on_the_clock_and_withholds_while_the_writer_is_wedged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (clock, hand) = crate::clock::Clock::manual(1_000_000);
+        let db = Db::open_with_clock(&dir.path().join("db.sqlite3"), clock).unwrap();
+        let every = Duration::from_secs(15);
+        let (probes_tx, mut probes) = tokio::sync::mpsc::unbounded_channel();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(watchdog(db.clone(), every, shutdown.clone(), move |ok| {
+            let _ = probes_tx.send(ok);
+        }));
+        async fn next(probes: &mut tokio::sync::mpsc::UnboundedReceiver<bool>) -> bool {
+            let probe = tokio::time::timeout(Duration::from_secs(10), probes.recv());
+            probe.await.expect("a probe").expect("watchdog running")
+        }
+
+        // Nothing can happen before the first period ends: the ticker waits on the hand.
+        hand.advance(every - Duration::from_millis(1));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(probes.try_recv().is_err(), "probed before its period");
+        hand.advance(Duration::from_millis(1));
+        assert!(next(&mut probes).await, "a healthy writer is petted");
+
+        // Wedge the writer: a write that blocks its thread until released.
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let wedge = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.write(move |_| {
+                    entered_tx.send(()).unwrap();
+                    released.recv().ok();
+                    Ok(())
+                })
+                .await
+            })
+        };
+        tokio::task::spawn_blocking(move || entered.recv().unwrap())
+            .await
+            .unwrap();
+        hand.advance(every);
+        // The probe is queued behind the wedge; one more period and it has timed out.
+        let queued = tokio::time::Instant::now();
+        while db.queued_writes() < 1 {
+            assert!(
+                queued.elapsed() < Duration::from_secs(10),
+                "no probe queued"
+            );
+            tokio::task::yield_now().await;
+        }
+        hand.advance(every);
+        assert!(!next(&mut probes).await, "a wedged writer is not petted");
+
+        // Released: the next probe (already due) commits and the pets resume.
+        release.send(()).unwrap();
+        wedge.await.unwrap().unwrap();
+        assert!(
+            next(&mut probes).await,
+            "petted again once the writer moves"
+        );
+        shutdown.cancel();
+        task.await.unwrap();
+        db.close();
     }
 }

@@ -324,41 +324,6 @@ async fn three_users_every_frame_in_order() {
 }
 
 #[tokio::test]
-async fn returning_within_the_window_is_silent_and_keeps_the_chat() {
-    let s = Server::start(&[("HANGIN_CABLE__BACKGROUND_WINDOW_SECONDS", "3")]);
-    let (a, b) = (
-        s.sign_up("Ann", "Able").await,
-        s.sign_up("Bob", "Baker").await,
-    );
-    s.befriend(&a, &b).await;
-    let mut cb = s.online(&b).await;
-    let mut ca = s.online(&a).await;
-    cb.event("contact_online").await;
-    ca.perform(CHATS, "createChat", json!({"name": "Stay"}))
-        .await;
-    let id = ca.event("own_chat").await["id"].as_i64().unwrap();
-    cb.event("chat").await;
-    ca.perform(CHATS, "go_to_background", json!({})).await;
-    ca.next_frame(|f| f["type"] == "disconnect").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut again = s.cable(&a).await;
-    again.command("subscribe", CHATS, None).await;
-    expect(
-        &mut again,
-        "A back",
-        vec![
-            on(CHATS, json!({"chats": [chat_obj(id, "Stay", &[&a])]})),
-            on(CHATS, json!({"contacts_online": [b.contact()]})),
-            confirm(CHATS),
-        ],
-    )
-    .await;
-    // Past the old window's end: no contact_offline, no contact_online, the chat lives.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    expect(&mut cb, "B", vec![]).await;
-}
-
-#[tokio::test]
 async fn camel_key_style_renames_the_event_keys_only() {
     let s = Server::start(&[("HANGIN_CABLE__KEY_STYLE", "camel")]);
     let (a, b) = (

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderMap, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::Response;
@@ -303,49 +303,6 @@ async fn sixth_attempt_with_the_right_code_fails() {
     assert_eq!(s.request_code(&number).await.status(), 204);
     let fresh = s.nth_otp(&number, 2).await;
     assert_eq!(s.password_grant(&number, &fresh).await.status(), 200);
-}
-
-/// `otp_ttl_seconds` and `access_token_ttl_seconds` end codes and tokens; refresh tokens do
-/// not expire.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_code_and_expired_access_token() {
-    let s = Server::start(&[
-        ("HANGIN_AUTH__OTP_TTL_SECONDS", "1"),
-        ("HANGIN_AUTH__ACCESS_TOKEN_TTL_SECONDS", "1"),
-    ]);
-    let number = fresh_number();
-    let stale = code_for(&s, &number).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_invalid_grant(s.password_grant(&number, &stale).await).await;
-
-    assert_eq!(s.request_code(&number).await.status(), 204);
-    let code = s.nth_otp(&number, 2).await;
-    let t = assert_token_success(s.password_grant(&number, &code).await, 1, true).await;
-    let access = t["access_token"].as_str().unwrap();
-    assert_eq!(get_user(&s, access).await.status(), 200);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_unauthorized(get_user(&s, access).await, "The access token expired").await;
-    let r = s
-        .http()
-        .get(s.url("/friends"))
-        .query(&[("access_token", access)])
-        .send()
-        .await
-        .unwrap();
-    assert_unauthorized(r, "The access token expired").await;
-
-    let renewed = assert_token_success(
-        s.refresh_grant(t["refresh_token"].as_str().unwrap()).await,
-        1,
-        false,
-    )
-    .await;
-    assert_eq!(
-        get_user(&s, renewed["access_token"].as_str().unwrap())
-            .await
-            .status(),
-        200
-    );
 }
 
 /// Parameters from the query string, JSON, form or multipart; client credentials as

@@ -137,58 +137,25 @@ pub async fn user(cmd: UserCommand, config: Config) -> anyhow::Result<ExitCode> 
         println!("{}", serde_json::to_string(&result)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let s = |v: &Value| match v {
+    print_user_result(&request, &result);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A JSON value as a table cell: strings bare, null as `-`.
+fn cell(v: &Value) -> String {
+    match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
-    };
+    }
+}
+
+/// The human-readable form of a `hangin user …` answer.
+fn print_user_result(request: &Request, result: &Value) {
+    let s = cell;
     match request {
-        Request::UserList => {
-            let users = result.as_array().cloned().unwrap_or_default();
-            if users.is_empty() {
-                println!("no users");
-            }
-            for u in users {
-                let name = format!("{} {}", s(&u["first_name"]), s(&u["last_name"]));
-                let mut flags = Vec::new();
-                if u["online"] == true {
-                    flags.push("online");
-                }
-                if u["banned"] == true {
-                    flags.push("banned");
-                }
-                println!(
-                    "{}\t{}\t{}\tsince {}\t{} session(s)\t{}",
-                    s(&u["uuid"]),
-                    s(&u["number"]),
-                    name.trim(),
-                    s(&u["created_at"]),
-                    s(&u["sessions"]),
-                    flags.join(",")
-                );
-            }
-        }
-        Request::UserShow { .. } => {
-            for key in [
-                "uuid",
-                "number",
-                "first_name",
-                "last_name",
-                "created_at",
-                "banned",
-                "sessions",
-                "last_token_at",
-                "connections",
-                "online",
-            ] {
-                println!("{key:<18}{}", s(&result[key]));
-            }
-            if let Some(details) = result["details"].as_object() {
-                for (key, value) in details {
-                    println!("{key:<18}{}", s(value));
-                }
-            }
-        }
+        Request::UserList => print_user_list(result),
+        Request::UserShow { .. } => print_user_show(result),
         Request::UserBan { .. } => println!(
             "banned {}{}: {} token(s) revoked, {} connection(s) closed",
             s(&result["number"]),
@@ -225,7 +192,56 @@ pub async fn user(cmd: UserCommand, config: Config) -> anyhow::Result<ExitCode> 
         ),
         Request::Status => {}
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+fn print_user_list(result: &Value) {
+    let s = cell;
+    let users = result.as_array().cloned().unwrap_or_default();
+    if users.is_empty() {
+        println!("no users");
+    }
+    for u in users {
+        let name = format!("{} {}", s(&u["first_name"]), s(&u["last_name"]));
+        let mut flags = Vec::new();
+        if u["online"] == true {
+            flags.push("online");
+        }
+        if u["banned"] == true {
+            flags.push("banned");
+        }
+        println!(
+            "{}\t{}\t{}\tsince {}\t{} session(s)\t{}",
+            s(&u["uuid"]),
+            s(&u["number"]),
+            name.trim(),
+            s(&u["created_at"]),
+            s(&u["sessions"]),
+            flags.join(",")
+        );
+    }
+}
+
+fn print_user_show(result: &Value) {
+    let s = cell;
+    for key in [
+        "uuid",
+        "number",
+        "first_name",
+        "last_name",
+        "created_at",
+        "banned",
+        "sessions",
+        "last_token_at",
+        "connections",
+        "online",
+    ] {
+        println!("{key:<18}{}", s(&result[key]));
+    }
+    if let Some(details) = result["details"].as_object() {
+        for (key, value) in details {
+            println!("{key:<18}{}", s(value));
+        }
+    }
 }
 
 pub async fn status(json: bool, config: Config) -> anyhow::Result<ExitCode> {

@@ -127,12 +127,11 @@ impl Connection {
         let (tx, rx) = crate::outbox::channel(state.config.limits.send_queue_bytes);
         let handle = state.hub.register(user, tx);
         let (sink, stream) = socket.split();
-        let writer = tokio::spawn(write_loop(
-            sink,
-            rx,
-            handle.kill.clone(),
-            state.config.cable.ping,
-        ));
+        let pings = Pings {
+            clock: state.db.clock().clone(),
+            every: state.config.cable.ping,
+        };
+        let writer = tokio::spawn(write_loop(sink, rx, handle.kill.clone(), pings));
         handle.send(Utf8Bytes::from_static(protocol::WELCOME));
         let conn = Connection {
             state,
@@ -538,17 +537,23 @@ fn read_error_close_code(e: &axum::Error) -> Option<(u16, &'static str)> {
     }
 }
 
+/// The ping frames' period, and the clock that times them and stamps them.
+struct Pings {
+    clock: crate::clock::Clock,
+    every: Duration,
+}
+
 async fn write_loop(
     mut sink: Sink,
     mut rx: crate::outbox::Receiver<Outbound>,
     kill: CancellationToken,
-    ping_every: Duration,
+    pings: Pings,
 ) -> WriterDone {
     // Killing also interrupts a write stuck on a client that does not read.
     let end = tokio::select! {
         biased;
         _ = kill.cancelled() => WriterEnd::Stopped,
-        end = serve(&mut sink, &mut rx, ping_every) => end,
+        end = serve(&mut sink, &mut rx, pings) => end,
     };
     // The reader stops too and closes the socket with this half (`Connection::finish`).
     kill.cancel();
@@ -558,10 +563,9 @@ async fn write_loop(
 async fn serve(
     sink: &mut Sink,
     rx: &mut crate::outbox::Receiver<Outbound>,
-    ping_every: Duration,
+    pings: Pings,
 ) -> WriterEnd {
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ping = pings.clock.ticker(pings.every);
     loop {
         tokio::select! {
             item = rx.recv() => match item.map(Outbound::into_frame) {
@@ -596,7 +600,7 @@ async fn serve(
                 None => return WriterEnd::Stopped,
             },
             _ = ping.tick() => {
-                let now = crate::db::now_ms() / 1000;
+                let now = pings.clock.now_ms() / 1000;
                 if sink.send(Message::Text(protocol::ping(now).into())).await.is_err() {
                     return WriterEnd::Broken;
                 }

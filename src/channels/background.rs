@@ -2,7 +2,6 @@
 //! the earliest open window ends, or until a new window opens, never on a fixed tick.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::Engine;
 
@@ -22,17 +21,20 @@ impl Engine {
     ) -> tokio::task::JoinHandle<()> {
         let engine = self.clone();
         tokio::spawn(async move {
+            let clock = engine.db.clock().clone();
             loop {
                 let next = engine.world.lock().next_deadline();
-                let wait = match next {
-                    Some(at) => Duration::from_millis((at - engine.db.now_ms()).max(0) as u64),
-                    // Nothing to wait for until a window opens.
-                    None => Duration::from_secs(3600),
+                let window_ends = async {
+                    match next {
+                        Some(at) => clock.sleep_until_ms(at).await,
+                        // Nothing to wait for until a window opens.
+                        None => std::future::pending().await,
+                    }
                 };
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = engine.windows_changed.notified() => continue,
-                    _ = tokio::time::sleep(wait) => {
+                    _ = window_ends => {
                         engine.sweep_background();
                     }
                 }

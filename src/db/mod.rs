@@ -220,6 +220,11 @@ impl Db {
         self.inner.clock.now_ms()
     }
 
+    /// Writes waiting for the writer (not counting the batch it runs).
+    pub fn queued_writes(&self) -> usize {
+        self.inner.queued.load(Ordering::SeqCst)
+    }
+
     pub fn writer_alive(&self) -> bool {
         self.inner.writer_alive.load(Ordering::SeqCst)
     }

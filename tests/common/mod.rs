@@ -37,20 +37,41 @@ impl AsRef<std::ffi::OsStr> for TestBin {
     }
 }
 
+/// A started `hangin` process; its HTTP and cable API through [`Api`] (`Deref`).
 pub struct Server {
     pub child: Child,
     pub dir: tempfile::TempDir,
     pub data_dir: PathBuf,
+    pub api: Api,
+    env: Vec<(String, String)>,
+}
+
+/// What a test talks to: a server's address, an OAuth client of it, and the log lines where the
+/// `log` OTP driver writes its codes. The same for a spawned binary ([`Server`]) and a server
+/// started in-process (tests/virtual_time.rs).
+pub struct Api {
     pub base: String,
     pub port: u16,
     pub client_id: String,
     pub client_secret: String,
     pub log: Arc<Mutex<Vec<String>>>,
-    env: Vec<(String, String)>,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Api {
+        &mut self.api
+    }
 }
 
 /// Environment every test server gets: loopback only, no mDNS, generous per-address limit.
-fn base_env(data_dir: &Path) -> Vec<(String, String)> {
+pub fn base_env(data_dir: &Path) -> Vec<(String, String)> {
     vec![
         ("HANGIN_LISTEN".into(), "127.0.0.1:0".into()),
         ("HANGIN_DATA_DIR".into(), data_dir.display().to_string()),
@@ -133,11 +154,13 @@ impl Server {
             child: spawn(&env),
             dir,
             data_dir,
-            base: String::new(),
-            port: 0,
-            client_id: text("client_id"),
-            client_secret: text("client_secret"),
-            log: Arc::new(Mutex::new(Vec::new())),
+            api: Api {
+                base: String::new(),
+                port: 0,
+                client_id: text("client_id"),
+                client_secret: text("client_secret"),
+                log: Arc::new(Mutex::new(Vec::new())),
+            },
             env,
         };
         server.attach_log();
@@ -165,33 +188,6 @@ impl Server {
             .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or_else(|| panic!("no {field} in /proc status"))
-    }
-
-    /// Log lines containing `needle`.
-    pub fn log_lines(&self, needle: &str) -> Vec<String> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .cloned()
-            .collect()
-    }
-
-    /// Wait until at least `count` log lines contain `needle`; the matching lines.
-    pub async fn wait_log_lines(&self, needle: &str, count: usize) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let lines = self.log_lines(needle);
-            if lines.len() >= count {
-                return lines;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "expected {count} log lines with {needle:?}, got {lines:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 
     fn attach_log(&mut self) {
@@ -252,6 +248,35 @@ impl Server {
                 "server did not exit after SIGTERM"
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Api {
+    /// Log lines containing `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    /// Wait until at least `count` log lines contain `needle`; the matching lines.
+    pub async fn wait_log_lines(&self, needle: &str, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines = self.log_lines(needle);
+            if lines.len() >= count {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {count} log lines with {needle:?}, got {lines:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -446,7 +471,7 @@ pub fn friend_entry(first: &str, last: &str, number: &str) -> Value {
 }
 
 /// `POST /friends` with `body` as `u`.
-pub async fn post_friends(s: &Server, u: &User, body: Value) -> reqwest::Response {
+pub async fn post_friends(s: &Api, u: &User, body: Value) -> reqwest::Response {
     s.http()
         .post(s.url("/friends"))
         .bearer_auth(&u.token)
@@ -457,7 +482,7 @@ pub async fn post_friends(s: &Server, u: &User, body: Value) -> reqwest::Respons
 }
 
 /// `GET path` as `u`, which must answer 200 with JSON.
-pub async fn get_json(s: &Server, u: &User, path: &str) -> Value {
+pub async fn get_json(s: &Api, u: &User, path: &str) -> Value {
     let r = s
         .http()
         .get(s.url(path))
@@ -561,7 +586,13 @@ impl Cable {
         }
     }
 
+    /// The next frame other than a ping (pings are kept in `pings`); `None` on timeout or close.
     async fn recv(&mut self, timeout: Duration) -> Option<Value> {
+        self.recv_or_ping(timeout, false).await
+    }
+
+    /// [`Cable::recv`]; with `ping_ends_wait`, an arriving ping also returns (as `None`).
+    async fn recv_or_ping(&mut self, timeout: Duration, ping_ends_wait: bool) -> Option<Value> {
         loop {
             let msg = match tokio::time::timeout(timeout, self.ws.next()).await {
                 Err(_) => return None,
@@ -580,6 +611,9 @@ impl Cable {
                     let v: Value = serde_json::from_str(&t).expect("server frames are JSON");
                     if v["type"] == "ping" {
                         self.pings.push(v);
+                        if ping_ends_wait {
+                            return None;
+                        }
                         continue;
                     }
                     return Some(v);
@@ -730,6 +764,25 @@ impl Cable {
     /// Assert nothing but pings arrives within the shared `QUIET_WINDOW`.
     pub async fn assert_silent(&mut self) {
         assert_all_quiet(&mut [(self, "this connection")]).await;
+    }
+
+    /// Wait (up to FRAME_TIMEOUT) until `n` pings in all have arrived; other frames meanwhile
+    /// join the backlog.
+    pub async fn wait_pings(&mut self, n: usize) -> &[Value] {
+        let deadline = Instant::now() + FRAME_TIMEOUT;
+        while self.pings.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero() && self.closed.is_none(),
+                "{} of {n} pings; backlog {:?}",
+                self.pings.len(),
+                self.backlog
+            );
+            if let Some(f) = self.recv_or_ping(left, true).await {
+                self.backlog.push(f);
+            }
+        }
+        &self.pings
     }
 
     pub async fn close(mut self) {
