@@ -14,10 +14,27 @@ use crate::config::WebhookConfig;
 pub struct WebhookEndpoint {
     driver: &'static str,
     url: reqwest::Url,
+    /// The URL as logs and errors show it: no password, no query (either may hold a secret).
+    shown: String,
     signer: Signer,
     headers: HeaderMap,
     client: reqwest::Client,
     tries: u32,
+}
+
+/// `url` fit for the journal: a password masked, a query elided.
+fn shown_url(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    let elided = shown.query().is_some();
+    shown.set_query(None);
+    if elided {
+        format!("{shown}?…")
+    } else {
+        shown.to_string()
+    }
 }
 
 impl WebhookEndpoint {
@@ -39,6 +56,7 @@ impl WebhookEndpoint {
         Ok(WebhookEndpoint {
             driver,
             url: url.clone(),
+            shown: shown_url(url),
             signer: Signer::new(secret),
             headers: config.headers.map().clone(),
             client,
@@ -59,13 +77,15 @@ impl WebhookEndpoint {
                     "{} webhook try {attempt}/{} to {} failed: {failure}",
                     self.driver,
                     self.tries,
-                    self.url
+                    self.shown
                 );
             }
             tried
         })
         .await
-        .map_err(|last| DriverError::delivery(self.driver, format!("webhook {}: {last}", self.url)))
+        .map_err(|last| {
+            DriverError::delivery(self.driver, format!("webhook {}: {last}", self.shown))
+        })
     }
 
     /// One POST; on failure the reason and whether another try may help.
@@ -128,5 +148,23 @@ pub fn describe(e: &reqwest::Error) -> String {
         kind.to_string()
     } else {
         format!("{kind}: {cause}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_show_the_url_without_its_secrets() {
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        assert_eq!(
+            shown_url(&url("https://hook:s3cret@sms.example/send?token=abc")),
+            "https://hook:***@sms.example/send?…"
+        );
+        assert_eq!(
+            shown_url(&url("http://127.0.0.1:8080/otp")),
+            "http://127.0.0.1:8080/otp"
+        );
     }
 }
