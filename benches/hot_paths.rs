@@ -1,5 +1,6 @@
 //! Criterion benches of the pure hot paths: cable frame parse/serialize, hub fan-out, presence
-//! notes to many users, the presence engine in a join storm, number normalisation.
+//! notes to many users, the presence engine in a join storm, number normalisation, and the SQL
+//! the database writer runs for every stored message.
 //! `cargo bench --bench hot_paths`; figures in docs/performance.md "Benches".
 
 use std::hint::black_box;
@@ -9,6 +10,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use hangin::cable::protocol;
 use hangin::channels::world::{Out, World};
 use hangin::config::KeyStyle;
+use hangin::db;
 use hangin::db::chats::ChatId;
 use hangin::db::users::{User, UserId};
 use hangin::hub::{Hub, Outbound, Stream};
@@ -242,6 +244,49 @@ fn join_storm(c: &mut Criterion) {
     g.finish();
 }
 
+/// The database writer's part of a `speak` (src/channels/chat.rs, src/db/mod.rs `run_batch`):
+/// in a batch transaction, per message a savepoint, the chat row, the speaker, the insert and
+/// the push targets, then the release. A commit every 256 messages, without fsync
+/// (`synchronous=OFF`), so the figure is the CPU per message, not the disk's.
+fn store_message(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.sqlite3");
+    db::migrate(&path).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF; PRAGMA foreign_keys=ON;")
+        .unwrap();
+    let speaker = db::users::create(&conn, "+15551230001").unwrap().id;
+    let listener = db::users::create(&conn, "+15551230002").unwrap().id;
+    let chat = ChatId(1);
+    db::chats::create(&conn, chat, speaker, "bench").unwrap();
+    db::chats::add_member(&conn, chat, listener).unwrap();
+    let body = "see you at the park in ten minutes";
+    let mut g = c.benchmark_group("db_writer");
+    g.throughput(Throughput::Elements(256));
+    g.bench_function("store_message/256_per_commit", |b| {
+        b.iter(|| {
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            for _ in 0..256 {
+                conn.prepare_cached("SAVEPOINT job")
+                    .unwrap()
+                    .execute([])
+                    .unwrap();
+                let name = db::chats::by_id(&conn, chat).unwrap().unwrap().name;
+                let me = db::users::by_id(&conn, speaker).unwrap().unwrap();
+                db::chats::insert_message(&conn, chat, speaker, "text", "sent", body).unwrap();
+                let targets = db::chats::background_push_targets(&conn, chat, speaker, 0).unwrap();
+                conn.prepare_cached("RELEASE job")
+                    .unwrap()
+                    .execute([])
+                    .unwrap();
+                black_box((name, me, targets));
+            }
+            conn.execute_batch("COMMIT").unwrap();
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     frames,
@@ -249,6 +294,7 @@ criterion_group!(
     subscribe_churn,
     notes,
     join_storm,
-    normalise
+    normalise,
+    store_message
 );
 criterion_main!(benches);

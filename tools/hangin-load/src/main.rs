@@ -40,6 +40,10 @@ struct Cli {
     /// Pi targets.
     #[arg(long, global = true)]
     pi: bool,
+    /// Environment for a started server, `KEY=VALUE`, repeatable (e.g.
+    /// `--server-env MALLOC_ARENA_MAX=2`); the tool itself does not get it.
+    #[arg(long = "server-env", global = true, value_parser = key_value)]
+    server_env: Vec<(String, String)>,
     /// Source addresses for client connections, round-robin (beyond ~28,000 connections).
     #[arg(long, global = true, value_delimiter = ',')]
     sources: Vec<IpAddr>,
@@ -204,6 +208,14 @@ enum Scenario {
     Abuse(hangin_load::abuse::Command),
 }
 
+/// `KEY=VALUE` of `--server-env`.
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let nofile = raise_nofile();
@@ -230,8 +242,10 @@ fn main() -> ExitCode {
             fsync_delay_ms = 10.0;
         }
     }
-    if cli.url.is_some() && (fsync_delay_ms > 0.0 || !server_cpus.is_empty()) {
-        eprintln!("hangin-load: --fsync-delay-ms, --server-cpus and --pi apply to a server this tool starts, not to --url");
+    if cli.url.is_some()
+        && (fsync_delay_ms > 0.0 || !server_cpus.is_empty() || !cli.server_env.is_empty())
+    {
+        eprintln!("hangin-load: --fsync-delay-ms, --server-cpus, --server-env and --pi apply to a server this tool starts, not to --url");
         return ExitCode::from(2);
     }
     let ctx = Ctx {
@@ -246,6 +260,7 @@ fn main() -> ExitCode {
         first_number: cli.first_number,
         fsync_delay_ms,
         pi: cli.pi,
+        server_env: cli.server_env.clone(),
     };
     if fsync_delay_ms > 0.0 {
         if let Err(e) = hangin_load::slowfs::shim() {

@@ -43,6 +43,8 @@ pub struct Ctx {
     pub fsync_delay_ms: f64,
     /// The Pi profile (`--pi`): its own targets.
     pub pi: bool,
+    /// Environment a started server gets on top of the tool's own (`--server-env K=V`).
+    pub server_env: Vec<(String, String)>,
 }
 
 impl Ctx {
@@ -60,6 +62,7 @@ impl Ctx {
             first_number: 5_550_000_000,
             fsync_delay_ms: 0.0,
             pi: false,
+            server_env: Vec::new(),
         }
     }
 
@@ -68,6 +71,7 @@ impl Ctx {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        env.extend(self.server_env.iter().cloned());
         env.extend(crate::slowfs::env(self.fsync_delay_ms)?);
         Ok(Launch {
             bin: self.bin.clone(),
@@ -156,7 +160,11 @@ pub(crate) fn new_report(ctx: &Ctx, scenario: &str) -> Report {
     r.profile = ctx.profile();
     r.detail(
         "server_conditions",
-        json!({"cpus": ctx.server_cpus, "fsync_delay_ms": ctx.fsync_delay_ms}),
+        json!({
+            "cpus": ctx.server_cpus,
+            "fsync_delay_ms": ctx.fsync_delay_ms,
+            "env": ctx.server_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+        }),
     );
     r
 }
