@@ -144,6 +144,14 @@ pub fn migrate(path: &Path) -> DbResult<usize> {
         rusqlite_migration::SchemaVersion::Inside(n) => n.get(),
         _ => 0,
     };
+    if before < latest_version() && before > 0 {
+        // Some migrations copy a table (04 rebuilds `messages`): say so before a long silence.
+        log::info!(
+            "database {}: migrating from schema version {before} to {}",
+            path.display(),
+            latest_version()
+        );
+    }
     migrations().to_latest(&mut conn)?;
     Ok(latest_version().saturating_sub(before))
 }
@@ -544,6 +552,80 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("test.sqlite3")).unwrap();
         (dir, db)
+    }
+
+    /// Migration 04 rebuilds `messages` with its CHECKs as comparisons: every row and id
+    /// survives, the same values are refused, the index is back.
+    #[test]
+    fn migration_04_keeps_every_message_and_refuses_what_it_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.sqlite3");
+        {
+            let mut conn = open_rw(&path).unwrap();
+            migrations().to_version(&mut conn, 3).unwrap();
+            conn.execute_batch(
+                "INSERT INTO users (id, uuid, number, created_at, updated_at)
+                     VALUES (1, 'u1', '+15550000001', 0, 0);
+                 INSERT INTO chats (id, starter_id, name, created_at) VALUES (7, 1, 'c', 0);
+                 INSERT INTO messages (id, chat_id, user_id, kind, status, body, created_at)
+                     VALUES (41, 7, 1, 'text', 'sent', 'hi', 1),
+                            (42, 7, 1, 'image', 'delivered', 'k', 2);",
+            )
+            .unwrap();
+        }
+        assert_eq!(migrate(&path).unwrap(), latest_version() - 3);
+        let conn = open_rw(&path).unwrap();
+        let rows: Vec<(i64, String, String)> = conn
+            .prepare("SELECT id, kind, body FROM messages ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (41, "text".into(), "hi".into()),
+                (42, "image".into(), "k".into())
+            ]
+        );
+        let insert = |kind: &str, status: &str| {
+            conn.execute(
+                "INSERT INTO messages (chat_id, user_id, kind, status, body, created_at)
+                 VALUES (7, 1, ?1, ?2, 'x', 3)",
+                [kind, status],
+            )
+        };
+        for kind in ["text", "image", "audio", "video"] {
+            insert(kind, "sent").unwrap();
+        }
+        for status in ["draft", "sent", "delivered"] {
+            insert("text", status).unwrap();
+        }
+        for (kind, status) in [
+            ("Text", "sent"),
+            ("file", "sent"),
+            ("text", "read"),
+            ("text", ""),
+        ] {
+            assert!(insert(kind, status).is_err(), "{kind}/{status} accepted");
+        }
+        let index: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'messages_by_chat'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(index, 1);
+        let fk: Vec<String> = conn
+            .prepare("PRAGMA foreign_key_check")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(fk.is_empty(), "{fk:?}");
     }
 
     #[test]
