@@ -107,6 +107,16 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// A read-only connection of the pool.
+fn open_reader(path: &Path) -> DbResult<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
 fn open_rw(path: &Path) -> DbResult<Connection> {
     let conn = Connection::open(path)?;
     // WAL is a property of the file; set it from the read-write side.
@@ -171,12 +181,7 @@ impl Db {
         let writer_conn = open_rw(path)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
-            let conn = Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            configure(&conn)?;
-            readers.push(conn);
+            readers.push(open_reader(path)?);
         }
         let (tx, rx) = mpsc::channel::<WriteJob>();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -385,12 +390,7 @@ impl Inner {
     }
 
     fn open_reader(&self) -> DbResult<Connection> {
-        let c = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        configure(&c)?;
-        Ok(c)
+        open_reader(&self.path)
     }
 }
 
