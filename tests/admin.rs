@@ -42,14 +42,7 @@ async fn expect_unauthorized_close(c: &mut Cable) {
 }
 
 async fn status_of(s: &Server, token: &str) -> u16 {
-    s.http()
-        .get(s.url("/user"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    s.get_user(token).await.status().as_u16()
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::SinkExt;
 
-use common::{assert_all_quiet, chat_ident, Cable, Server, User, CHATS, QUIET_WINDOW};
+use common::{assert_all_quiet, chat_ident, confirm, on, Cable, Server, User, CHATS, QUIET_WINDOW};
 use serde_json::{json, Value};
 
 /// Exactly these frames (pings aside), in this order, arrive next on the connection. The frames
@@ -19,14 +19,6 @@ async fn expect(c: &mut Cable, who: &str, want: Vec<Value>) {
     }
     let got = c.frames(want.len()).await;
     assert_eq!(got, want, "frames of {who}");
-}
-
-fn on(identifier: &str, message: Value) -> Value {
-    json!({"identifier": identifier, "message": message})
-}
-
-fn confirm(identifier: &str) -> Value {
-    json!({"identifier": identifier, "type": "confirm_subscription"})
 }
 
 fn chat_obj(id: i64, name: &str, users: &[&User]) -> Value {

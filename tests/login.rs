@@ -117,15 +117,6 @@ async fn assert_token_success(r: Response, expires_in: i64, with_uuid: bool) -> 
     t
 }
 
-async fn get_user(s: &Server, token: &str) -> Response {
-    s.http()
-        .get(s.url("/user"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn code_for(s: &Server, number: &str) -> String {
     let r = s.request_code(number).await;
     assert_eq!(r.status().as_u16(), 204);
@@ -153,7 +144,7 @@ async fn seed_flow_create_token_refresh() {
     let first = assert_token_success(s.password_grant(&number, &code).await, 7200, true).await;
     let access1 = first["access_token"].as_str().unwrap();
     let refresh1 = first["refresh_token"].as_str().unwrap();
-    let me: Value = get_user(&s, access1).await.json().await.unwrap();
+    let me: Value = s.get_user(access1).await.json().await.unwrap();
     assert_eq!(me["uuid"], first["uuid"]);
     assert_eq!(me["number"], number.as_str());
 
@@ -163,17 +154,17 @@ async fn seed_flow_create_token_refresh() {
     // The old refresh token is spent at once, before the new pair is ever used.
     assert_invalid_grant(s.refresh_grant(refresh1).await).await;
     // The old access token lives on until the new one is first presented...
-    assert_eq!(get_user(&s, access1).await.status(), 200);
-    assert_eq!(get_user(&s, access2).await.status(), 200);
+    assert_eq!(s.get_user(access1).await.status(), 200);
+    assert_eq!(s.get_user(access2).await.status(), 200);
     // ...which retires it.
-    assert_unauthorized(get_user(&s, access1).await, "The access token was revoked").await;
-    assert_eq!(get_user(&s, access2).await.status(), 200);
+    assert_unauthorized(s.get_user(access1).await, "The access token was revoked").await;
+    assert_eq!(s.get_user(access2).await.status(), 200);
 
     // The new refresh token rotates again, once.
     let refresh2 = second["refresh_token"].as_str().unwrap();
     let third = assert_token_success(s.refresh_grant(refresh2).await, 7200, false).await;
     assert_eq!(
-        get_user(&s, third["access_token"].as_str().unwrap())
+        s.get_user(third["access_token"].as_str().unwrap())
             .await
             .status(),
         200
@@ -444,7 +435,7 @@ async fn parameter_styles_and_basic_client_auth() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let me: Value = get_user(&s, access).await.json().await.unwrap();
+    let me: Value = s.get_user(access).await.json().await.unwrap();
     assert_eq!(
         (me["first_name"].clone(), me["last_name"].clone()),
         (json!("Jay"), json!("Son"))
@@ -454,7 +445,7 @@ async fn parameter_styles_and_basic_client_auth() {
     let r = http.get(s.url("/user")).send().await.unwrap();
     assert_unauthorized(r, "The access token is invalid").await;
     assert_unauthorized(
-        get_user(&s, "no-such-token").await,
+        s.get_user("no-such-token").await,
         "The access token is invalid",
     )
     .await;

@@ -16,7 +16,7 @@ use hangin::config::{Config, Sources};
 use hangin::server::Running;
 use serde_json::{json, Value};
 
-use common::{Api, Cable, User, CHATS};
+use common::{confirm, on, Api, Cable, User, CHATS};
 
 /// Log lines of every in-process server of this test binary (the `log` OTP driver's codes
 /// among them), captured by a logger installed once per process.
@@ -127,22 +127,9 @@ impl InProcess {
     }
 }
 
-fn on(identifier: &str, message: Value) -> Value {
-    json!({"identifier": identifier, "message": message})
-}
-
 async fn expect(c: &mut Cable, who: &str, want: Vec<Value>) {
     let got = c.frames(want.len()).await;
     assert_eq!(got, want, "frames of {who}");
-}
-
-async fn get_user(s: &Api, token: &str) -> reqwest::Response {
-    s.http()
-        .get(s.url("/user"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
 }
 
 /// `doorkeeper_authorize!`'s refusal of an expired token: 401, the reason in
@@ -158,11 +145,9 @@ async fn assert_expired(r: reqwest::Response) {
     assert!(r.bytes().await.unwrap().is_empty());
 }
 
-/// A, in the background, stays online to B for exactly the window (300 s by default); at its
-/// last millisecond nothing has ended, one millisecond later the sweeper ends it and B is told.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_background_window_ends_exactly_when_the_clock_passes_it() {
-    let s = InProcess::start(&[]).await;
+/// A and B, mutual contacts, both online; A starts a chat named `name` that B sees; then A
+/// goes to the background and A's connection ends. (a, b, B's connection, the chat's id.)
+async fn a_in_the_background_with_a_chat(s: &InProcess, name: &str) -> (User, User, Cable, i64) {
     let (a, b) = (
         s.sign_up("Ann", "Able").await,
         s.sign_up("Bob", "Baker").await,
@@ -171,12 +156,20 @@ async fn a_background_window_ends_exactly_when_the_clock_passes_it() {
     let mut cb = s.online(&b).await;
     let mut ca = s.online(&a).await;
     assert_eq!(cb.event("contact_online").await, a.contact());
-    let id = ca.create_chat("Lunch?").await;
+    let id = ca.create_chat(name).await;
     assert_eq!(cb.event("chat").await["id"], id);
-
     ca.perform(CHATS, "go_to_background", json!({})).await;
     ca.next_frame(|f| f["type"] == "disconnect").await;
     ca.wait_closed().await;
+    (a, b, cb, id)
+}
+
+/// A, in the background, stays online to B for exactly the window (300 s by default); at its
+/// last millisecond nothing has ended, one millisecond later the sweeper ends it and B is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_window_ends_exactly_when_the_clock_passes_it() {
+    let s = InProcess::start(&[]).await;
+    let (a, _b, mut cb, id) = a_in_the_background_with_a_chat(&s, "Lunch?").await;
     s.advance(Duration::from_secs(300) - Duration::from_millis(1));
     assert_eq!(s.sweep(), 0, "the window is still open at 299.999 s");
     assert_eq!(s.running().state.engine.online_count(), 2);
@@ -201,19 +194,7 @@ async fn a_background_window_ends_exactly_when_the_clock_passes_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn returning_within_the_window_is_silent_and_keeps_the_chat() {
     let s = InProcess::start(&[]).await;
-    let (a, b) = (
-        s.sign_up("Ann", "Able").await,
-        s.sign_up("Bob", "Baker").await,
-    );
-    s.befriend(&a, &b).await;
-    let mut cb = s.online(&b).await;
-    let mut ca = s.online(&a).await;
-    cb.event("contact_online").await;
-    let id = ca.create_chat("Stay").await;
-    cb.event("chat").await;
-    ca.perform(CHATS, "go_to_background", json!({})).await;
-    ca.next_frame(|f| f["type"] == "disconnect").await;
-    ca.wait_closed().await;
+    let (a, b, mut cb, id) = a_in_the_background_with_a_chat(&s, "Stay").await;
 
     s.advance(Duration::from_secs(299));
     let mut back = s.cable(&a).await;
@@ -227,7 +208,7 @@ async fn returning_within_the_window_is_silent_and_keeps_the_chat() {
                 json!({"chats": [{"id": id, "name": "Stay", "users": [a.contact()]}]}),
             ),
             on(CHATS, json!({"contacts_online": [b.contact()]})),
-            json!({"identifier": CHATS, "type": "confirm_subscription"}),
+            confirm(CHATS),
         ],
     )
     .await;
@@ -272,10 +253,10 @@ async fn an_access_token_expires_at_its_ttl_and_the_refresh_token_renews_it() {
     let s = InProcess::start(&[]).await;
     let u: User = s.sign_up("Ann", "Able").await;
     s.advance(Duration::from_secs(7200) - Duration::from_millis(1));
-    assert_eq!(get_user(&s, &u.token).await.status(), 200);
+    assert_eq!(s.get_user(&u.token).await.status(), 200);
 
     s.advance(Duration::from_millis(1));
-    assert_expired(get_user(&s, &u.token).await).await;
+    assert_expired(s.get_user(&u.token).await).await;
     let in_query = s
         .http()
         .get(s.url("/friends"))
@@ -295,7 +276,7 @@ async fn an_access_token_expires_at_its_ttl_and_the_refresh_token_renews_it() {
     let renewed: Value = r.json().await.unwrap();
     assert_eq!(renewed["expires_in"], 7200);
     let fresh = renewed["access_token"].as_str().unwrap();
-    assert_eq!(get_user(&s, fresh).await.status(), 200);
+    assert_eq!(s.get_user(fresh).await.status(), 200);
     s.stop().await;
 }
 

@@ -331,6 +331,16 @@ impl Api {
             .unwrap()
     }
 
+    /// `GET /user` with `token` as the bearer.
+    pub async fn get_user(&self, token: &str) -> reqwest::Response {
+        self.http()
+            .get(self.url("/user"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn request_code(&self, number: &str) -> reqwest::Response {
         self.http()
             .post(self.url("/create"))
@@ -517,6 +527,16 @@ impl User {
 }
 
 pub const CHATS: &str = r#"{"channel":"ChatsChannel"}"#;
+
+/// A frame carrying `message` on the subscription `identifier`.
+pub fn on(identifier: &str, message: Value) -> Value {
+    json!({"identifier": identifier, "message": message})
+}
+
+/// The confirmation of a subscription to `identifier`.
+pub fn confirm(identifier: &str) -> Value {
+    json!({"identifier": identifier, "type": "confirm_subscription"})
+}
 
 pub fn chat_ident(id: i64) -> String {
     format!(r#"{{"channel":"ChatChannel", "id":"{id}"}}"#)
