@@ -82,8 +82,8 @@ impl Clock {
     /// Sleep for `span` of this clock's time.
     pub async fn sleep(&self, span: Duration) {
         match &self.manual {
-            Some(m) => {
-                m.sleep_until_ms(self.now_ms() + span.as_millis() as i64)
+            Some(_) => {
+                self.sleep_until_ms(self.now_ms() + span.as_millis() as i64)
                     .await
             }
             None => tokio::time::sleep(span).await,

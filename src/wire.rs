@@ -12,11 +12,16 @@ use crate::db::users::{Friend, User};
 /// escaped (so a message body can never close a `<script>` when a web client inlines it).
 pub fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
     let mut out = Vec::with_capacity(128);
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, RailsFormatter);
+    write_json(&mut out, value);
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// [`to_json`], appended to `out`.
+fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let mut ser = serde_json::Serializer::with_formatter(out, RailsFormatter);
     value
         .serialize(&mut ser)
         .expect("serializing plain data cannot fail");
-    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
 struct RailsFormatter;
@@ -245,10 +250,7 @@ pub fn payload<T: Serialize + ?Sized>(event: Event, style: KeyStyle, value: &T) 
     out.extend_from_slice(b"{\"");
     out.extend_from_slice(event.key(style).as_bytes());
     out.extend_from_slice(b"\":");
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, RailsFormatter);
-    value
-        .serialize(&mut ser)
-        .expect("serializing plain data cannot fail");
+    write_json(&mut out, value);
     out.push(b'}');
     String::from_utf8(out).expect("serde_json writes UTF-8")
 }

@@ -152,38 +152,37 @@ fn cell(v: &Value) -> String {
 
 /// The human-readable form of a `hangin user …` answer.
 fn print_user_result(request: &Request, result: &Value) {
-    let s = cell;
     match request {
         Request::UserList => print_user_list(result),
         Request::UserShow { .. } => print_user_show(result),
         Request::UserBan { .. } => println!(
             "banned {}{}: {} token(s) revoked, {} connection(s) closed",
-            s(&result["number"]),
+            cell(&result["number"]),
             if result["already_banned"] == true {
                 " (it already was)"
             } else {
                 ""
             },
-            s(&result["tokens_revoked"]),
-            s(&result["connections_closed"])
+            cell(&result["tokens_revoked"]),
+            cell(&result["connections_closed"])
         ),
-        Request::UserUnban { .. } => println!("lifted the ban on {}", s(&result["number"])),
+        Request::UserUnban { .. } => println!("lifted the ban on {}", cell(&result["number"])),
         Request::UserSignout { .. } => println!(
             "signed {} out: {} token(s) revoked, {} connection(s) closed",
-            s(&result["uuid"]),
-            s(&result["tokens_revoked"]),
-            s(&result["connections_closed"])
+            cell(&result["uuid"]),
+            cell(&result["tokens_revoked"]),
+            cell(&result["connections_closed"])
         ),
         Request::UserDelete { .. } => println!(
             "deleted {}: {} address-book entries, {} token(s), {} membership(s), {} message(s), \
              {} chat(s) of their own; {} chat(s) handed to another member; picture: {}",
-            s(&result["uuid"]),
-            s(&result["address_book"]),
-            s(&result["tokens"]),
-            s(&result["memberships"]),
-            s(&result["messages"]),
-            s(&result["chats"]),
-            s(&result["chats_handed_over"]),
+            cell(&result["uuid"]),
+            cell(&result["address_book"]),
+            cell(&result["tokens"]),
+            cell(&result["memberships"]),
+            cell(&result["messages"]),
+            cell(&result["chats"]),
+            cell(&result["chats_handed_over"]),
             if result["picture"] == true {
                 "removed"
             } else {
@@ -195,13 +194,12 @@ fn print_user_result(request: &Request, result: &Value) {
 }
 
 fn print_user_list(result: &Value) {
-    let s = cell;
     let users = result.as_array().cloned().unwrap_or_default();
     if users.is_empty() {
         println!("no users");
     }
     for u in users {
-        let name = format!("{} {}", s(&u["first_name"]), s(&u["last_name"]));
+        let name = format!("{} {}", cell(&u["first_name"]), cell(&u["last_name"]));
         let mut flags = Vec::new();
         if u["online"] == true {
             flags.push("online");
@@ -211,18 +209,17 @@ fn print_user_list(result: &Value) {
         }
         println!(
             "{}\t{}\t{}\tsince {}\t{} session(s)\t{}",
-            s(&u["uuid"]),
-            s(&u["number"]),
+            cell(&u["uuid"]),
+            cell(&u["number"]),
             name.trim(),
-            s(&u["created_at"]),
-            s(&u["sessions"]),
+            cell(&u["created_at"]),
+            cell(&u["sessions"]),
             flags.join(",")
         );
     }
 }
 
 fn print_user_show(result: &Value) {
-    let s = cell;
     for key in [
         "uuid",
         "number",
@@ -235,11 +232,11 @@ fn print_user_show(result: &Value) {
         "connections",
         "online",
     ] {
-        println!("{key:<18}{}", s(&result[key]));
+        println!("{key:<18}{}", cell(&result[key]));
     }
     if let Some(details) = result["details"].as_object() {
         for (key, value) in details {
-            println!("{key:<18}{}", s(value));
+            println!("{key:<18}{}", cell(value));
         }
     }
 }
